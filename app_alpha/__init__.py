@@ -1,0 +1,1 @@
+"""Alpha, a game: players win credits and pay entry fees."""

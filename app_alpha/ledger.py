@@ -1,0 +1,23 @@
+"""Alpha's ledger declaration: its models, and the rules of its own operations."""
+
+from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
+from core_ledger.operations import SharedOperation
+
+from app_alpha.models import AlphaBalance, AlphaEntry
+from app_alpha.operations import AlphaOperation
+
+ledger = Ledger(
+    label="alpha",
+    name="Alpha (game)",
+    entry_model=AlphaEntry,
+    balance_model=AlphaBalance,
+    operations=AlphaOperation,
+    rules={
+        AlphaOperation.GAME_WIN: OperationRule(Direction.CREDIT, PostedBy.STAFF),
+        AlphaOperation.GAME_ENTRY_FEE: OperationRule(Direction.DEBIT, PostedBy.USER),
+    },
+    fixed_amounts={
+        SharedOperation.SIGNUP_CREDIT: 100,
+        SharedOperation.DAILY_REWARD: 10,
+    },
+)

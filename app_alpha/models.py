@@ -1,0 +1,29 @@
+"""Alpha's concrete ledger tables."""
+
+from core_ledger.models import (
+    AbstractBalance,
+    AbstractLedgerEntry,
+    operation_check,
+    operation_field,
+)
+
+from app_alpha.operations import AlphaOperation
+
+
+class AlphaEntry(AbstractLedgerEntry):
+    operation = operation_field(AlphaOperation)
+
+    class Meta(AbstractLedgerEntry.Meta):
+        db_table = "app_alpha_entry"
+        verbose_name = "alpha entry"
+        verbose_name_plural = "alpha entries"
+        constraints = [
+            *AbstractLedgerEntry.Meta.constraints,
+            operation_check(AlphaOperation),
+        ]
+
+
+class AlphaBalance(AbstractBalance):
+    class Meta(AbstractBalance.Meta):
+        db_table = "app_alpha_balance"
+        verbose_name = "alpha balance"

@@ -1,0 +1,1 @@
+"""Beta, a shop: customers earn referral bonuses and pay for purchases."""

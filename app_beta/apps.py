@@ -1,0 +1,7 @@
+from core_ledger.apps import LedgerAppConfig
+
+
+class BetaConfig(LedgerAppConfig):
+    default = True
+    name = "app_beta"
+    verbose_name = "Beta (shop)"

@@ -1,0 +1,20 @@
+"""Beta's ledger declaration: its models, and the rules of its own operations."""
+
+from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
+from core_ledger.operations import SharedOperation
+
+from app_beta.models import BetaBalance, BetaEntry
+from app_beta.operations import BetaOperation
+
+ledger = Ledger(
+    label="beta",
+    name="Beta (shop)",
+    entry_model=BetaEntry,
+    balance_model=BetaBalance,
+    operations=BetaOperation,
+    rules={
+        BetaOperation.REFERRAL_BONUS: OperationRule(Direction.CREDIT, PostedBy.STAFF),
+        BetaOperation.PURCHASE: OperationRule(Direction.DEBIT, PostedBy.USER),
+    },
+    fixed_amounts={SharedOperation.SIGNUP_CREDIT: 50, SharedOperation.DAILY_REWARD: 5},
+)

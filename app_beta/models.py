@@ -1,0 +1,29 @@
+"""Beta's concrete ledger tables."""
+
+from core_ledger.models import (
+    AbstractBalance,
+    AbstractLedgerEntry,
+    operation_check,
+    operation_field,
+)
+
+from app_beta.operations import BetaOperation
+
+
+class BetaEntry(AbstractLedgerEntry):
+    operation = operation_field(BetaOperation)
+
+    class Meta(AbstractLedgerEntry.Meta):
+        db_table = "app_beta_entry"
+        verbose_name = "beta entry"
+        verbose_name_plural = "beta entries"
+        constraints = [
+            *AbstractLedgerEntry.Meta.constraints,
+            operation_check(BetaOperation),
+        ]
+
+
+class BetaBalance(AbstractBalance):
+    class Meta(AbstractBalance.Meta):
+        db_table = "app_beta_balance"
+        verbose_name = "beta balance"

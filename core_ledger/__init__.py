@@ -1,0 +1,1 @@
+"""Shared Ledger core: the reusable ledger every ledger app builds on."""

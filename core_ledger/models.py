@@ -1,0 +1,200 @@
+"""Abstract ledger models. Each ledger app makes them concrete with its own tables.
+
+The database holds the rules it can: a trigger refuses UPDATE, DELETE and TRUNCATE on entries;
+CHECKs keep amounts non-zero, balances non-negative and operations known; partial unique
+indexes make signup credits once-per-user, daily rewards once-per-UTC-day and idempotency keys
+once-per-user. ``core_ledger.services`` is the only code that writes these tables.
+"""
+
+from __future__ import annotations
+
+import pgtrigger
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from core_ledger.operations import OperationChoices, SharedOperation
+
+# Set per database by the test set-up only (see conftest); lets pytest-django TRUNCATE the
+# throwaway test database between transactional tests. UPDATE and DELETE stay refused.
+ALLOW_TRUNCATE_SETTING = "shared_ledger.allow_truncate"
+
+OPERATION_MAX_LENGTH = 64
+DESCRIPTION_MAX_LENGTH = 500
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+
+def operation_field(operations: OperationChoices) -> models.CharField[str, str]:
+    """The concrete entry model's ``operation`` field, with the app's own choices."""
+    return models.CharField(
+        max_length=OPERATION_MAX_LENGTH,
+        choices=operations.choices,
+        help_text="What the entry is for; one of the ledger's operations.",
+    )
+
+
+def operation_check(operations: OperationChoices) -> models.CheckConstraint:
+    """A CHECK that keeps raw SQL from writing an operation the ledger does not know."""
+    return models.CheckConstraint(
+        condition=Q(operation__in=list(operations.values)),
+        name="%(app_label)s_%(class)s_known_operation",
+    )
+
+
+class AbstractLedgerEntry(models.Model):
+    """One append-only movement of credits for one user.
+
+    ``amount`` is signed (credits positive, debits negative) and never 0; ``balance_after`` is
+    the user's balance right after this entry, so the balance at any past moment is one read.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="%(app_label)s_%(class)s_entries",
+        # Covered by the (user, id) index below; a second index would only slow inserts.
+        db_index=False,
+        help_text="The account holder whose balance the entry moves.",
+    )
+    operation = models.CharField(max_length=OPERATION_MAX_LENGTH)
+    amount = models.BigIntegerField(
+        help_text="Signed credits: positive credits, negative debits."
+    )
+    balance_after = models.BigIntegerField(
+        help_text="The user's balance right after this entry."
+    )
+    idempotency_key = models.CharField(
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        null=True,
+        blank=True,
+        help_text="Client key making the write idempotent; unique per user in this ledger.",
+    )
+    request_fingerprint = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="Hash of the request that used the idempotency key, to detect a reuse.",
+    )
+    description = models.CharField(
+        max_length=DESCRIPTION_MAX_LENGTH, blank=True, default=""
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    reverses = models.OneToOneField(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="reversed_by",
+        help_text="The entry this reversal undoes; an entry can be reversed once.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="%(app_label)s_%(class)s_posted",
+        db_index=False,
+        help_text="Who posted it; empty for the system (signup credit, commands).",
+    )
+    created_at = models.DateTimeField(
+        help_text="Set by the database after the balance row is locked, so it orders like id."
+    )
+    day = models.DateField(
+        help_text="UTC date of created_at; daily rewards are unique per day."
+    )
+
+    class Meta:
+        abstract = True
+        ordering = ["-id"]
+        permissions = [
+            ("post_any_entry", "Can post any operation for any user (service account)"),
+        ]
+        indexes = [
+            models.Index(fields=["user", "id"], name="%(app_label)s_%(class)s_user_id"),
+            models.Index(
+                fields=["user", "created_at"], name="%(app_label)s_%(class)s_user_at"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(amount=0), name="%(app_label)s_%(class)s_amount_nonzero"
+            ),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0),
+                name="%(app_label)s_%(class)s_balance_after_nonneg",
+            ),
+            models.CheckConstraint(
+                condition=Q(operation=SharedOperation.REVERSAL, reverses__isnull=False)
+                | (~Q(operation=SharedOperation.REVERSAL) & Q(reverses__isnull=True)),
+                name="%(app_label)s_%(class)s_reversal_has_target",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="%(app_label)s_%(class)s_idempotency_key",
+            ),
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=Q(operation=SharedOperation.SIGNUP_CREDIT),
+                name="%(app_label)s_%(class)s_signup_once",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "day"],
+                condition=Q(operation=SharedOperation.DAILY_REWARD),
+                name="%(app_label)s_%(class)s_daily_once",
+            ),
+        ]
+        triggers = [
+            pgtrigger.Protect(
+                name="append_only", operation=pgtrigger.Update | pgtrigger.Delete
+            ),
+            pgtrigger.Trigger(
+                name="no_truncate",
+                level=pgtrigger.Statement,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Truncate,
+                func=(
+                    f"IF current_setting('{ALLOW_TRUNCATE_SETTING}', true) IS DISTINCT FROM 'on' THEN "
+                    "RAISE EXCEPTION 'ledger entries are append-only: cannot truncate %', TG_TABLE_NAME; "
+                    "END IF; RETURN NULL;"
+                ),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.operation} {self.amount:+d} → {self.balance_after}"
+
+    @property
+    def is_reversed(self) -> bool:
+        try:
+            return self.reversed_by is not None  # type: ignore[attr-defined]
+        except self.__class__.DoesNotExist:
+            return False
+
+
+class AbstractBalance(models.Model):
+    """The current balance of one user in one ledger: the row every write to that user locks."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        primary_key=True,
+        related_name="%(app_label)s_%(class)s",
+    )
+    balance = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(
+        help_text="When the last entry moved this balance."
+    )
+
+    class Meta:
+        abstract = True
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(balance__gte=0), name="%(app_label)s_%(class)s_nonneg"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.balance}"

@@ -1,0 +1,138 @@
+"""Reads: balances now and at a past moment, entry queries, and the ledger's invariants.
+
+A balance is one indexed row read whatever the history length; a past balance is the
+``balance_after`` of the user's last entry at that moment, one read on the (user, created_at) index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection
+from django.db.models import QuerySet
+
+from core_ledger.ledger import Ledger, registry
+from core_ledger.models import AbstractLedgerEntry
+
+
+def balance_get(*, ledger: Ledger, user_id: int) -> int:
+    """The user's current balance (0 if they never had an entry)."""
+    row = (
+        ledger.balance_model.objects.filter(user_id=user_id)
+        .values_list("balance", flat=True)
+        .first()
+    )
+    return int(row or 0)
+
+
+def balance_at(*, ledger: Ledger, user_id: int, at: datetime) -> int:
+    """The user's balance at moment ``at``: the balance after their last entry up to then."""
+    row = (
+        ledger.entry_model.objects.filter(user_id=user_id, created_at__lte=at)
+        .order_by("-created_at", "-id")
+        .values_list("balance_after", flat=True)
+        .first()
+    )
+    return int(row or 0)
+
+
+def balances_for_user(*, user_id: int) -> dict[str, int]:
+    """The user's balance in every registered ledger, by ledger label."""
+    return {
+        ledger.label: balance_get(ledger=ledger, user_id=user_id) for ledger in registry
+    }
+
+
+def entry_list(
+    *, ledger: Ledger, user_id: int | None = None
+) -> QuerySet[AbstractLedgerEntry]:
+    """Entries newest first; only ``user_id``'s when given."""
+    qs = ledger.entry_model.objects.all().order_by("-id")
+    if user_id is not None:
+        qs = qs.filter(user_id=user_id)
+    return qs
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """One broken invariant found by :func:`ledger_check`."""
+
+    ledger: str
+    kind: str
+    user_id: int | None
+    entry_id: int | None
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"user {self.user_id}" if self.user_id is not None else ""
+        if self.entry_id is not None:
+            where += f" entry {self.entry_id}"
+        return f"[{self.ledger}] {self.kind}: {where.strip()} — {self.detail}"
+
+
+def _checks(entry_table: str, balance_table: str) -> list[tuple[str, str]]:
+    """Set-based SQL per invariant; each row is (user_id, entry_id, detail)."""
+    return [
+        (
+            "balance_mismatch",
+            f"""
+            SELECT coalesce(b.user_id, s.user_id), NULL::bigint,
+                   'stored balance ' || coalesce(b.balance, 0) || ' != sum of entries ' || coalesce(s.total, 0)
+            FROM {balance_table} b
+            FULL OUTER JOIN (SELECT user_id, sum(amount) AS total FROM {entry_table} GROUP BY user_id) s
+              ON s.user_id = b.user_id
+            WHERE coalesce(b.balance, 0) <> coalesce(s.total, 0)
+            """,
+        ),
+        (
+            "negative_balance",
+            f"SELECT user_id, NULL::bigint, 'balance ' || balance FROM {balance_table} WHERE balance < 0",
+        ),
+        (
+            "broken_chain",
+            f"""
+            SELECT user_id, id, 'balance_after ' || balance_after || ' != previous ' || prev || ' + amount ' || amount
+            FROM (SELECT user_id, id, amount, balance_after,
+                         coalesce(lag(balance_after) OVER (PARTITION BY user_id ORDER BY id), 0) AS prev
+                  FROM {entry_table}) c
+            WHERE balance_after <> prev + amount OR balance_after < 0
+            """,
+        ),
+        (
+            "bad_reversal",
+            f"""
+            SELECT r.user_id, r.id, 'reverses entry ' || r.reverses_id || ' (' ||
+                   CASE WHEN o.user_id <> r.user_id THEN 'another user''s entry'
+                        WHEN o.operation = 'REVERSAL' THEN 'a reversal'
+                        ELSE 'amount ' || r.amount || ' is not the opposite of ' || o.amount END || ')'
+            FROM {entry_table} r JOIN {entry_table} o ON o.id = r.reverses_id
+            WHERE o.user_id <> r.user_id OR o.operation = 'REVERSAL' OR r.amount <> -o.amount
+            """,
+        ),
+    ]
+
+
+def ledger_check(
+    *, ledger: Ledger, user_ids: list[int] | None = None
+) -> list[Discrepancy]:
+    """Every broken invariant of ``ledger`` (all users, or only ``user_ids``): empty when sound.
+
+    Checks balance = sum of entries, no negative balance, an unbroken ``balance_after`` chain in
+    id order, and reversals that undo an entry of the same user exactly (the unique index
+    already makes each entry reversible once).
+    """
+    qn = connection.ops.quote_name
+    entry_table = qn(ledger.entry_model._meta.db_table)
+    balance_table = qn(ledger.balance_model._meta.db_table)
+    found: list[Discrepancy] = []
+    with connection.cursor() as cursor:
+        for kind, sql in _checks(entry_table, balance_table):
+            if user_ids is not None:
+                sql = f"SELECT * FROM ({sql}) q(user_id, entry_id, detail) WHERE user_id = ANY(%s)"
+                cursor.execute(sql, [list(user_ids)])
+            else:
+                cursor.execute(sql)
+            for user_id, entry_id, detail in cursor.fetchall():
+                found.append(Discrepancy(ledger.label, kind, user_id, entry_id, detail))
+    return found
