@@ -5,7 +5,7 @@ is not set: it starts (or reuses) a server whose data lives in ``.pgdata/`` of t
 prints a ``DATABASE_URL`` for it. The server listens on a Unix socket only, so it never clashes
 with a PostgreSQL already running on the machine.
 
-Usage: ``python -m ledger_project.devdb {url,start,stop,status}``.
+Usage: ``python -m ledger_project.devdb {url,start,describe,stop,status}``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
 def _url_for(socket_dir: str, database: str = DATABASE) -> str:
     # libpq and django-environ both read a percent-encoded socket directory as the host.
     return f"postgres://postgres@{quote(socket_dir, safe='')}/{database}"
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
 
 
 def running_url() -> str | None:
@@ -78,6 +89,13 @@ def main(argv: list[str]) -> int:
             print(url)
         else:
             print(f"Embedded PostgreSQL running from {PGDATA} ({url})")
+        return 0
+    if command == "describe":
+        external = os.environ.get("DATABASE_URL")
+        if external:
+            print(f"Database: DATABASE_URL ({_redact(external)}); nothing started.")
+        else:
+            print(f"Database: embedded PostgreSQL from .pgdata/ ({start()})")
         return 0
     if command == "stop":
         print(

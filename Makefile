@@ -1,0 +1,76 @@
+# Shared Ledger — `make run` serves the app, `make test` runs the suite. Both set everything up:
+# the virtualenv, the dependencies and (without DATABASE_URL) an embedded PostgreSQL in .pgdata/.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+HOST ?= 127.0.0.1
+STAMP := $(VENV)/.installed
+
+# Every database-using recipe runs with DATABASE_URL set: the caller's, else the embedded one's.
+WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m ledger_project.devdb url)}"
+# Development values for make run / make test; production reads the real environment.
+DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min} API_THROTTLE_ANON=$${API_THROTTLE_ANON:-100000/min}
+
+.PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke clean
+
+help:
+	@echo "make run        set up and serve on http://$(HOST):$(PORT) (PORT=... to change)"
+	@echo "make test       set up and run the whole test suite"
+	@echo "make check      ruff, ruff format --check, makemigrations --check, mypy"
+	@echo "make bench      run the benchmarks (bench/README.md)"
+	@echo "make db-stop    stop the embedded PostgreSQL"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+db: install
+	@$(BIN)/python -m ledger_project.devdb describe
+
+db-start: db
+
+db-stop:
+	@test -x $(BIN)/python && $(BIN)/python -m ledger_project.devdb stop || echo "No virtualenv: nothing to stop."
+
+migrate: db
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v0
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py collectstatic --noinput -v0
+
+demo: migrate
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py ledger_demo
+
+run: demo
+	@echo "Serving on http://$(HOST):$(PORT)/  (API docs: /api/docs/, admin: /admin/)"
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# Production-like: DEBUG off, gunicorn, static files from WhiteNoise (SSL redirect off on loopback).
+serve: demo
+	@$(WITH_DB) DEBUG=0 SECRET_KEY=$${SECRET_KEY:-local-serve-$$(hostname)-not-secret} SECURE_SSL_REDIRECT=0 \
+	  ALLOWED_HOSTS=$(HOST),localhost $(BIN)/gunicorn ledger_project.wsgi -w $${WEB_CONCURRENCY:-3} -b $(HOST):$(PORT)
+
+test: db
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: db
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/mypy
+
+check: lint typecheck
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
+
+bench: migrate
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-smoke: migrate
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/python -m bench --smoke
+
+clean: db-stop
+	rm -rf $(VENV) .pgdata staticfiles .pytest_cache .mypy_cache .ruff_cache

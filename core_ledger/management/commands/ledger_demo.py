@@ -1,0 +1,87 @@
+"""Load the idempotent demo data that `make run` uses."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from core_ledger.exceptions import LedgerError
+from core_ledger.ledger import Direction, PostedBy, registry
+from core_ledger.operations import SharedOperation
+from core_ledger.services import entry_post
+
+DEMO_USERS = ("alice", "bob", "carol")
+
+
+class Command(BaseCommand):
+    help = (
+        "Create demo users with activity in every ledger, and a staff login 'admin'. Safe to rerun: "
+        "every demo entry carries an idempotency key, so a rerun posts nothing new. The admin "
+        "password is $DEMO_ADMIN_PASSWORD, or a fresh random one printed on each run.\n\n"
+        "Example: python manage.py ledger_demo"
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        User = get_user_model()
+        password = os.environ.get("DEMO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        with transaction.atomic():
+            admin, _ = User.objects.get_or_create(
+                username="admin", defaults={"email": "admin@example.com"}
+            )
+            admin.is_staff = admin.is_superuser = True
+            admin.set_password(password)
+            admin.save()
+            users = []
+            for name in DEMO_USERS:
+                user, created = User.objects.get_or_create(
+                    username=name, defaults={"email": f"{name}@example.com"}
+                )
+                if created:
+                    user.set_password(f"{name}-demo")
+                    user.save(update_fields=["password"])
+                users.append(user)
+        posted = 0
+        for ledger in registry:
+            own_credit = next(
+                (op for op, rule in ledger.rules.items()
+                 if rule.direction is Direction.CREDIT and rule.posted_by is PostedBy.STAFF
+                 and op not in SharedOperation.values),
+                SharedOperation.CREDIT_ADD,
+            )
+            own_debit = next(
+                (op for op, rule in ledger.rules.items()
+                 if rule.direction is Direction.DEBIT and op not in SharedOperation.values),
+                SharedOperation.CREDIT_SPEND,
+            )
+            for i, user in enumerate(users, start=1):
+                plan = [
+                    (SharedOperation.CREDIT_ADD, 50 * i, admin),
+                    (own_credit, 20 * i, admin),
+                    (own_debit, 5 * i, user),
+                    (SharedOperation.CREDIT_SPEND, 3, user),
+                ]
+                for n, (operation, amount, actor) in enumerate(plan):
+                    try:
+                        result = entry_post(
+                            ledger=ledger,
+                            user_id=user.pk,
+                            operation=operation,
+                            amount=amount,
+                            actor=actor,
+                            idempotency_key=f"demo-{ledger.label}-{user.username}-{n}",
+                            description=f"Demo {operation.lower().replace('_', ' ')}",
+                        )
+                    except LedgerError as exc:
+                        self.stderr.write(f"demo {ledger.label}/{user.username}: {exc}")
+                        continue
+                    posted += 0 if result.replayed else 1
+        self.stdout.write(
+            self.style.SUCCESS(f"Demo data ready: {len(users)} users, {posted} new entries.")
+        )
+        self.stdout.write(f"Staff login for /admin/: admin / {password}")
+        self.stdout.write("Demo users: " + ", ".join(f"{u} / {u}-demo" for u in DEMO_USERS))

@@ -1,0 +1,39 @@
+"""Test helpers for ledger apps (used by the core's suite and by each app's own tests)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+
+from core_ledger.ledger import Ledger
+from core_ledger.operations import SharedOperation
+from core_ledger.selectors import balance_get
+from core_ledger.services import entry_post
+
+_counter = itertools.count(1)
+
+
+def make_user(*, staff: bool = False, **fields: Any) -> Any:
+    """A new user (who receives every ledger's signup credit, as real users do)."""
+    n = next(_counter)
+    fields.setdefault("username", f"user{n}-{id(fields) % 10_000}")
+    fields.setdefault("email", f"{fields['username']}@example.com")
+    return get_user_model().objects.create_user(password="pw-for-tests", is_staff=staff, **fields)
+
+
+def set_balance(*, ledger: Ledger, user: AbstractBaseUser, to: int) -> int:
+    """Bring ``user``'s balance to exactly ``to`` through the service (credit or spend)."""
+    current = balance_get(ledger=ledger, user_id=user.pk)
+    if to > current:
+        entry_post(
+            ledger=ledger, user_id=user.pk, operation=SharedOperation.CREDIT_ADD, amount=to - current
+        )
+    elif to < current:
+        entry_post(
+            ledger=ledger, user_id=user.pk, operation=SharedOperation.CREDIT_SPEND, amount=current - to
+        )
+    assert balance_get(ledger=ledger, user_id=user.pk) == to
+    return to
