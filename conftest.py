@@ -34,8 +34,10 @@ def _ledger_invariants_hold(request: pytest.FixtureRequest) -> Iterator[None]:
     if not uses_db or request.node.get_closest_marker("corrupts_ledger") is not None:
         yield
         return
-    transactional = "transactional_db" in names or "live_server" in names or bool(
-        marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
+    transactional = (
+        "transactional_db" in names
+        or "live_server" in names
+        or bool(marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
     )
     # Requested here so that the database outlives this fixture's check at teardown.
     request.getfixturevalue("transactional_db" if transactional else "db")

@@ -1,10 +1,9 @@
 """Alpha's ledger declaration: its models, and the rules of its own operations."""
 
-from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
-from core_ledger.operations import SharedOperation
-
 from app_alpha.models import AlphaBalance, AlphaEntry
 from app_alpha.operations import AlphaOperation
+from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
+from core_ledger.operations import SharedOperation
 
 ledger = Ledger(
     label="alpha",

@@ -1,13 +1,12 @@
 """Alpha's concrete ledger tables."""
 
+from app_alpha.operations import AlphaOperation
 from core_ledger.models import (
     AbstractBalance,
     AbstractLedgerEntry,
     operation_check,
     operation_field,
 )
-
-from app_alpha.operations import AlphaOperation
 
 
 class AlphaEntry(AbstractLedgerEntry):

@@ -1,10 +1,9 @@
 """Beta's ledger declaration: its models, and the rules of its own operations."""
 
-from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
-from core_ledger.operations import SharedOperation
-
 from app_beta.models import BetaBalance, BetaEntry
 from app_beta.operations import BetaOperation
+from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
+from core_ledger.operations import SharedOperation
 
 ledger = Ledger(
     label="beta",

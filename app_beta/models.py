@@ -1,13 +1,12 @@
 """Beta's concrete ledger tables."""
 
+from app_beta.operations import BetaOperation
 from core_ledger.models import (
     AbstractBalance,
     AbstractLedgerEntry,
     operation_check,
     operation_field,
 )
-
-from app_beta.operations import BetaOperation
 
 
 class BetaEntry(AbstractLedgerEntry):

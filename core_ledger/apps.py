@@ -35,7 +35,5 @@ class LedgerAppConfig(AppConfig):
         module = import_module(f"{self.name}.{self.ledger_module}")
         ledger = getattr(module, "ledger", None)
         if not isinstance(ledger, Ledger):
-            raise TypeError(
-                f"{self.name}.{self.ledger_module} must define `ledger = Ledger(...)`."
-            )
+            raise TypeError(f"{self.name}.{self.ledger_module} must define `ledger = Ledger(...)`.")
         registry.register(ledger)

@@ -29,7 +29,7 @@ def check_ledgers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 )
             )
         field = ledger.entry_model._meta.get_field("operation")
-        choices = {value for value, _ in (field.choices or [])}  # type: ignore[union-attr,misc]
+        choices = {value for value, _ in (field.choices or [])}
         if choices != set(ledger.operations.values):
             errors.append(
                 checks.Error(

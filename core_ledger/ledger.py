@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 class Direction(enum.Enum):
-    """Whether an operation credits (+) or debits (−) the account; the client never sends a sign."""
+    """Whether an operation credits (+) or debits (-) the account; the client never sends a sign."""
 
     CREDIT = "credit"
     DEBIT = "debit"
@@ -130,9 +130,9 @@ class Ledger:
         """The amount a fixed operation always posts: settings, then the declaration, then core."""
         if not self.rules[operation].fixed:
             return None
-        configured: Mapping[str, Any] = getattr(
-            settings, "SHARED_LEDGER_FIXED_AMOUNTS", {}
-        ).get(self.label, {})
+        configured: Mapping[str, Any] = getattr(settings, "SHARED_LEDGER_FIXED_AMOUNTS", {}).get(
+            self.label, {}
+        )
         if operation in configured:
             return int(configured[operation])
         if operation in self.fixed_amounts:
@@ -154,9 +154,7 @@ class LedgerRegistry:
     def register(self, ledger: Ledger) -> None:
         existing = self._ledgers.get(ledger.label)
         if existing is not None and existing is not ledger:
-            raise ValueError(
-                f"A ledger labelled {ledger.label!r} is registered already."
-            )
+            raise ValueError(f"A ledger labelled {ledger.label!r} is registered already.")
         self._ledgers[ledger.label] = ledger
 
     def get(self, label: str) -> Ledger:

@@ -58,12 +58,8 @@ class AbstractLedgerEntry(models.Model):
         help_text="The account holder whose balance the entry moves.",
     )
     operation = models.CharField(max_length=OPERATION_MAX_LENGTH)
-    amount = models.BigIntegerField(
-        help_text="Signed credits: positive credits, negative debits."
-    )
-    balance_after = models.BigIntegerField(
-        help_text="The user's balance right after this entry."
-    )
+    amount = models.BigIntegerField(help_text="Signed credits: positive credits, negative debits.")
+    balance_after = models.BigIntegerField(help_text="The user's balance right after this entry.")
     idempotency_key = models.CharField(
         max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
         null=True,
@@ -77,9 +73,7 @@ class AbstractLedgerEntry(models.Model):
         editable=False,
         help_text="Hash of the request that used the idempotency key, to detect a reuse.",
     )
-    description = models.CharField(
-        max_length=DESCRIPTION_MAX_LENGTH, blank=True, default=""
-    )
+    description = models.CharField(max_length=DESCRIPTION_MAX_LENGTH, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     reverses = models.OneToOneField(
         "self",
@@ -101,9 +95,9 @@ class AbstractLedgerEntry(models.Model):
     created_at = models.DateTimeField(
         help_text="Set by the database after the balance row is locked, so it orders like id."
     )
-    day = models.DateField(
-        help_text="UTC date of created_at; daily rewards are unique per day."
-    )
+    day = models.DateField(help_text="UTC date of created_at; daily rewards are unique per day.")
+
+    objects: models.Manager[AbstractLedgerEntry] = models.Manager()
 
     class Meta:
         abstract = True
@@ -113,9 +107,7 @@ class AbstractLedgerEntry(models.Model):
         ]
         indexes = [
             models.Index(fields=["user", "id"], name="%(app_label)s_%(class)s_user_id"),
-            models.Index(
-                fields=["user", "created_at"], name="%(app_label)s_%(class)s_user_at"
-            ),
+            models.Index(fields=["user", "created_at"], name="%(app_label)s_%(class)s_user_at"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -147,9 +139,7 @@ class AbstractLedgerEntry(models.Model):
             ),
         ]
         triggers = [
-            pgtrigger.Protect(
-                name="append_only", operation=pgtrigger.Update | pgtrigger.Delete
-            ),
+            pgtrigger.Protect(name="append_only", operation=pgtrigger.Update | pgtrigger.Delete),
             pgtrigger.Trigger(
                 name="no_truncate",
                 level=pgtrigger.Statement,
@@ -184,9 +174,9 @@ class AbstractBalance(models.Model):
         related_name="%(app_label)s_%(class)s",
     )
     balance = models.BigIntegerField(default=0)
-    updated_at = models.DateTimeField(
-        help_text="When the last entry moved this balance."
-    )
+    updated_at = models.DateTimeField(help_text="When the last entry moved this balance.")
+
+    objects: models.Manager[AbstractBalance] = models.Manager()
 
     class Meta:
         abstract = True

@@ -44,12 +44,8 @@ def extend_operations(class_name: str, **own: str) -> OperationChoices:
     ]
     for name, label in own.items():
         if not _NAME.match(name):
-            raise ValueError(
-                f"Operation name {name!r} must be UPPER_SNAKE_CASE, at most 64 chars."
-            )
+            raise ValueError(f"Operation name {name!r} must be UPPER_SNAKE_CASE, at most 64 chars.")
         if name in SharedOperation.names:
-            raise ValueError(
-                f"Operation {name!r} is shared already; do not redeclare it."
-            )
+            raise ValueError(f"Operation {name!r} is shared already; do not redeclare it.")
         members.append((name, (name, label)))
-    return models.TextChoices(class_name, members)  # type: ignore[arg-type]
+    return models.TextChoices(class_name, members)  # type: ignore[call-overload]

@@ -39,14 +39,10 @@ def balance_at(*, ledger: Ledger, user_id: int, at: datetime) -> int:
 
 def balances_for_user(*, user_id: int) -> dict[str, int]:
     """The user's balance in every registered ledger, by ledger label."""
-    return {
-        ledger.label: balance_get(ledger=ledger, user_id=user_id) for ledger in registry
-    }
+    return {ledger.label: balance_get(ledger=ledger, user_id=user_id) for ledger in registry}
 
 
-def entry_list(
-    *, ledger: Ledger, user_id: int | None = None
-) -> QuerySet[AbstractLedgerEntry]:
+def entry_list(*, ledger: Ledger, user_id: int | None = None) -> QuerySet[AbstractLedgerEntry]:
     """Entries newest first; only ``user_id``'s when given."""
     qs = ledger.entry_model.objects.all().order_by("-id")
     if user_id is not None:
@@ -113,9 +109,7 @@ def _checks(entry_table: str, balance_table: str) -> list[tuple[str, str]]:
     ]
 
 
-def ledger_check(
-    *, ledger: Ledger, user_ids: list[int] | None = None
-) -> list[Discrepancy]:
+def ledger_check(*, ledger: Ledger, user_ids: list[int] | None = None) -> list[Discrepancy]:
     """Every broken invariant of ``ledger`` (all users, or only ``user_ids``): empty when sound.
 
     Checks balance = sum of entries, no negative balance, an unbroken ``balance_after`` chain in

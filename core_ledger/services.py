@@ -79,9 +79,10 @@ def _is_privileged(ledger: Ledger, actor: Actor) -> bool:
     """Staff, or a service account holding the ledger's ``post_any_entry`` permission."""
     if actor is None or not actor.is_authenticated:
         return False
-    return bool(getattr(actor, "is_staff", False)) or actor.has_perm(
-        ledger.post_permission
-    )
+    if getattr(actor, "is_staff", False):
+        return True
+    has_perm = getattr(actor, "has_perm", None)  # custom user models may lack PermissionsMixin
+    return bool(has_perm and has_perm(ledger.post_permission))
 
 
 def _authorize(
@@ -104,9 +105,7 @@ def _authorize(
             operation=operation,
         )
     if actor.pk != user_id:
-        raise OperationNotAllowed(
-            "You may only post to your own account.", operation=operation
-        )
+        raise OperationNotAllowed("You may only post to your own account.", operation=operation)
 
 
 def _clean_operation(ledger: Ledger, operation: str) -> str:
@@ -118,9 +117,7 @@ def _clean_operation(ledger: Ledger, operation: str) -> str:
     return str(operation)
 
 
-def _signed_amount(
-    ledger: Ledger, operation: str, rule: OperationRule, amount: int | None
-) -> int:
+def _signed_amount(ledger: Ledger, operation: str, rule: OperationRule, amount: int | None) -> int:
     fixed = ledger.fixed_amount(operation)
     if rule.fixed:
         if amount is not None:
@@ -129,14 +126,10 @@ def _signed_amount(
                 amount=[f"{operation} always posts {fixed}; omit amount."],
             )
         if not fixed:
-            raise OperationNotAllowed(
-                f"{operation} is not offered by ledger {ledger.label!r}."
-            )
+            raise OperationNotAllowed(f"{operation} is not offered by ledger {ledger.label!r}.")
         amount = fixed
     if amount is None:
-        raise ValidationFailed(
-            "amount is required.", amount=["This field is required."]
-        )
+        raise ValidationFailed("amount is required.", amount=["This field is required."])
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise ValidationFailed(
             "amount must be a whole number.", amount=["A whole number is required."]
@@ -169,16 +162,12 @@ def clean_metadata(metadata: Any) -> dict[str, Any]:
         if not isinstance(key, str) or not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH:
             raise ValidationFailed(
                 "metadata key too long.",
-                metadata=[
-                    f"Keys are strings of 1 to {METADATA_KEY_MAX_LENGTH} characters."
-                ],
+                metadata=[f"Keys are strings of 1 to {METADATA_KEY_MAX_LENGTH} characters."],
             )
         if isinstance(value, str) and len(value) > METADATA_VALUE_MAX_LENGTH:
             raise ValidationFailed(
                 "metadata value too long.",
-                metadata=[
-                    f"String values are at most {METADATA_VALUE_MAX_LENGTH} characters."
-                ],
+                metadata=[f"String values are at most {METADATA_VALUE_MAX_LENGTH} characters."],
             )
     encoded = json.dumps(metadata, sort_keys=True, allow_nan=False)
     if len(encoded.encode()) > METADATA_MAX_BYTES:
@@ -195,17 +184,13 @@ def clean_metadata(metadata: Any) -> dict[str, Any]:
 
 def _clean_text(value: str, *, name: str, max_length: int) -> str:
     if not isinstance(value, str):
-        raise ValidationFailed(
-            f"{name} must be a string.", **{name: ["Must be a string."]}
-        )
+        raise ValidationFailed(f"{name} must be a string.", **{name: ["Must be a string."]})
     if len(value) > max_length:
         raise ValidationFailed(
             f"{name} is too long.", **{name: [f"At most {max_length} characters."]}
         )
     if "\x00" in value:
-        raise ValidationFailed(
-            f"{name} cannot contain NUL.", **{name: ["No NUL characters."]}
-        )
+        raise ValidationFailed(f"{name} cannot contain NUL.", **{name: ["No NUL characters."]})
     return value
 
 
@@ -220,9 +205,7 @@ def _clean_key(key: str | None) -> str | None:
     ):
         raise ValidationFailed(
             "Invalid idempotency key.",
-            idempotency_key=[
-                f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."
-            ],
+            idempotency_key=[f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."],
         )
     return key
 
@@ -253,9 +236,7 @@ _ENTRY_COLUMNS = (
 
 def _tables(ledger: Ledger) -> tuple[str, str]:
     qn = connection.ops.quote_name
-    return qn(ledger.entry_model._meta.db_table), qn(
-        ledger.balance_model._meta.db_table
-    )
+    return qn(ledger.entry_model._meta.db_table), qn(ledger.balance_model._meta.db_table)
 
 
 def _constraint_name(exc: BaseException) -> str:
@@ -324,7 +305,7 @@ def _write(
                 actor_id,
             ],
         )
-        entry_id, created_at, day = cursor.fetchone()  # type: ignore[misc]
+        entry_id, created_at, day = cursor.fetchone()
     return _entry_instance(
         ledger,
         id=entry_id,
@@ -350,12 +331,8 @@ def _entry_instance(ledger: Ledger, **values: Any) -> AbstractLedgerEntry:
     return entry
 
 
-def _find_by_key(
-    ledger: Ledger, *, user_id: int, key: str
-) -> AbstractLedgerEntry | None:
-    return ledger.entry_model.objects.filter(
-        user_id=user_id, idempotency_key=key
-    ).first()
+def _find_by_key(ledger: Ledger, *, user_id: int, key: str) -> AbstractLedgerEntry | None:
+    return ledger.entry_model.objects.filter(user_id=user_id, idempotency_key=key).first()
 
 
 def _replay(entry: AbstractLedgerEntry, fingerprint: str) -> PostResult:
@@ -378,9 +355,7 @@ def _translate_db_error(exc: DatabaseError, *, operation: str) -> LedgerError:
                 if constraint.endswith("_daily_once")
                 else "the signup credit"
             )
-            return AlreadyClaimed(
-                f"This user has already received {what}.", operation=operation
-            )
+            return AlreadyClaimed(f"This user has already received {what}.", operation=operation)
         if constraint.endswith("_reverses_id_key") or "reverses" in constraint:
             return AlreadyReversed()
         if constraint.endswith("_nonneg"):
@@ -393,9 +368,7 @@ def _translate_db_error(exc: DatabaseError, *, operation: str) -> LedgerError:
     ):  # lock_not_available, query_canceled (statement timeout)
         return LedgerBusy()
     if state == "22003":  # numeric_value_out_of_range
-        return ValidationFailed(
-            "The balance would exceed the largest value a ledger holds."
-        )
+        return ValidationFailed("The balance would exceed the largest value a ledger holds.")
     raise exc
 
 
@@ -421,12 +394,8 @@ def entry_post(
     operation = _clean_operation(ledger, operation)
     rule = ledger.rule(operation)
     if operation == SharedOperation.REVERSAL:
-        raise OperationNotAllowed(
-            "Reversals are posted with the reverse action, not as entries."
-        )
-    _authorize(
-        ledger=ledger, rule=rule, operation=operation, actor=actor, user_id=user_id
-    )
+        raise OperationNotAllowed("Reversals are posted with the reverse action, not as entries.")
+    _authorize(ledger=ledger, rule=rule, operation=operation, actor=actor, user_id=user_id)
     signed = _signed_amount(ledger, operation, rule, amount)
     description = _clean_text(
         description or "", name="description", max_length=DESCRIPTION_MAX_LENGTH
@@ -482,12 +451,8 @@ def entry_reverse(
     Refused with ``insufficient_credits`` when reversing a credit would take the balance below 0.
     """
     if actor is not None and not _is_privileged(ledger, actor):
-        raise OperationNotAllowed(
-            "Only staff or a service account may reverse entries."
-        )
-    reason = _clean_text(
-        reason or "", name="reason", max_length=DESCRIPTION_MAX_LENGTH
-    ).strip()
+        raise OperationNotAllowed("Only staff or a service account may reverse entries.")
+    reason = _clean_text(reason or "", name="reason", max_length=DESCRIPTION_MAX_LENGTH).strip()
     if not reason:
         raise ValidationFailed(
             "A reason is required to reverse an entry.",
@@ -501,9 +466,7 @@ def entry_reverse(
     if original is None:
         raise EntryNotFound(f"No entry {entry_id} in ledger {ledger.label!r}.")
     if original["operation"] == SharedOperation.REVERSAL:
-        raise OperationNotAllowed(
-            "A reversal cannot itself be reversed; post a new entry instead."
-        )
+        raise OperationNotAllowed("A reversal cannot itself be reversed; post a new entry instead.")
     if ledger.entry_model.objects.filter(reverses_id=entry_id).exists():
         raise AlreadyReversed(f"Entry {entry_id} has already been reversed.")
     actor_id = actor.pk if actor is not None and actor.is_authenticated else None
@@ -590,9 +553,7 @@ def grant_bulk(
     fingerprint = (
         ""
         if key is None
-        else _fingerprint(
-            actor=None, operation=operation, amount=signed, description=description
-        )
+        else _fingerprint(actor=None, operation=operation, amount=signed, description=description)
     )
     entry_table, balance_table = _tables(ledger)
     summary = GrantSummary()

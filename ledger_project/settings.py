@@ -20,15 +20,14 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 DEBUG: bool = env.bool("DEBUG", default=False)
 
 if DEBUG:
-    SECRET_KEY = env.str(
-        "SECRET_KEY", default="django-insecure-dev-only-not-for-production"
-    )
+    SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-dev-only-not-for-production")
 else:
     try:
         SECRET_KEY = env.str("SECRET_KEY")
     except ImproperlyConfigured as exc:
         raise ImproperlyConfigured(
-            "SECRET_KEY must be set when DEBUG is off (e.g. export SECRET_KEY=$(openssl rand -hex 32))."
+            "SECRET_KEY must be set when DEBUG is off "
+            "(e.g. export SECRET_KEY=$(openssl rand -hex 32))."
         ) from exc
 
 ALLOWED_HOSTS: list[str] = env.list(
@@ -117,16 +116,12 @@ DATABASES["default"]["OPTIONS"]["options"] = (
     f"-c lock_timeout={env.int('DB_LOCK_TIMEOUT_MS', default=5000)}"
     f" -c statement_timeout={env.int('DB_STATEMENT_TIMEOUT_MS', default=30000)}"
 )
-DATABASES["default"]["TEST"] = {
-    "NAME": env.str("TEST_DATABASE_NAME", default="test_shared_ledger")
-}
+DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_shared_ledger")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {
-        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
-    },
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
@@ -158,9 +153,7 @@ if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
-SECURE_HSTS_SECONDS: int = env.int(
-    "SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000
-)
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -32,9 +32,7 @@ class Migration(migrations.Migration):
                 ("balance", models.BigIntegerField(default=0)),
                 (
                     "updated_at",
-                    models.DateTimeField(
-                        help_text="When the last entry moved this balance."
-                    ),
+                    models.DateTimeField(help_text="When the last entry moved this balance."),
                 ),
             ],
             options={
@@ -61,9 +59,7 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "balance_after",
-                    models.BigIntegerField(
-                        help_text="The user's balance right after this entry."
-                    ),
+                    models.BigIntegerField(help_text="The user's balance right after this entry."),
                 ),
                 (
                     "idempotency_key",
@@ -164,12 +160,8 @@ class Migration(migrations.Migration):
                 ],
                 "abstract": False,
                 "indexes": [
-                    models.Index(
-                        fields=["user", "id"], name="app_beta_betaentry_user_id"
-                    ),
-                    models.Index(
-                        fields=["user", "created_at"], name="app_beta_betaentry_user_at"
-                    ),
+                    models.Index(fields=["user", "id"], name="app_beta_betaentry_user_id"),
+                    models.Index(fields=["user", "created_at"], name="app_beta_betaentry_user_at"),
                 ],
                 "constraints": [
                     models.CheckConstraint(
@@ -182,9 +174,7 @@ class Migration(migrations.Migration):
                     ),
                     models.CheckConstraint(
                         condition=models.Q(
-                            models.Q(
-                                ("operation", "REVERSAL"), ("reverses__isnull", False)
-                            ),
+                            models.Q(("operation", "REVERSAL"), ("reverses__isnull", False)),
                             models.Q(
                                 models.Q(("operation", "REVERSAL"), _negated=True),
                                 ("reverses__isnull", True),

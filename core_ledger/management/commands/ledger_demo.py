@@ -48,14 +48,21 @@ class Command(BaseCommand):
         posted = 0
         for ledger in registry:
             own_credit = next(
-                (op for op, rule in ledger.rules.items()
-                 if rule.direction is Direction.CREDIT and rule.posted_by is PostedBy.STAFF
-                 and op not in SharedOperation.values),
+                (
+                    op
+                    for op, rule in ledger.rules.items()
+                    if rule.direction is Direction.CREDIT
+                    and rule.posted_by is PostedBy.STAFF
+                    and op not in SharedOperation.values
+                ),
                 SharedOperation.CREDIT_ADD,
             )
             own_debit = next(
-                (op for op, rule in ledger.rules.items()
-                 if rule.direction is Direction.DEBIT and op not in SharedOperation.values),
+                (
+                    op
+                    for op, rule in ledger.rules.items()
+                    if rule.direction is Direction.DEBIT and op not in SharedOperation.values
+                ),
                 SharedOperation.CREDIT_SPEND,
             )
             for i, user in enumerate(users, start=1):
