@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 
 from core_ledger.ledger import Ledger, registry
 from core_ledger.models import AbstractLedgerEntry
@@ -130,3 +130,20 @@ def ledger_check(*, ledger: Ledger, user_ids: list[int] | None = None) -> list[D
             for user_id, entry_id, detail in cursor.fetchall():
                 found.append(Discrepancy(ledger.label, kind, user_id, entry_id, detail))
     return found
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    """The ledger's outstanding credits (sum of balances) and how many users hold any."""
+
+    outstanding: int
+    users_with_balance: int
+
+
+def ledger_totals(*, ledger: Ledger) -> LedgerTotals:
+    """One aggregate over the balance table (for the admin's balances page and reports)."""
+    row = ledger.balance_model.objects.aggregate(
+        outstanding=Sum("balance", default=0),
+        users=Count("user_id", filter=Q(balance__gt=0)),
+    )
+    return LedgerTotals(outstanding=int(row["outstanding"]), users_with_balance=int(row["users"]))
