@@ -37,6 +37,40 @@ def balance_at(*, ledger: Ledger, user_id: int, at: datetime) -> int:
     return int(row or 0)
 
 
+@dataclass(frozen=True)
+class BalanceSnapshot:
+    """A user's balance now or at a past moment, and when it last moved (None: never)."""
+
+    user_id: int
+    balance: int
+    updated_at: datetime | None
+
+
+def balance_snapshot(
+    *, ledger: Ledger, user_id: int, at: datetime | None = None
+) -> BalanceSnapshot:
+    """The balance with its last-moved time: the balance row now, or the last entry up to ``at``.
+
+    The API shows both values together, so they come from one read of one row.
+    """
+    if at is None:
+        row = (
+            ledger.balance_model.objects.filter(user_id=user_id)
+            .values_list("balance", "updated_at")
+            .first()
+        )
+    else:
+        row = (
+            ledger.entry_model.objects.filter(user_id=user_id, created_at__lte=at)
+            .order_by("-created_at", "-id")
+            .values_list("balance_after", "created_at")
+            .first()
+        )
+    if row is None:
+        return BalanceSnapshot(user_id=user_id, balance=0, updated_at=None)
+    return BalanceSnapshot(user_id=user_id, balance=int(row[0]), updated_at=row[1])
+
+
 def balances_for_user(*, user_id: int) -> dict[str, int]:
     """The user's balance in every registered ledger, by ledger label."""
     return {ledger.label: balance_get(ledger=ledger, user_id=user_id) for ledger in registry}
