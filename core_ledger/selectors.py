@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 
 from core_ledger.ledger import Ledger, registry
-from core_ledger.models import AbstractLedgerEntry
+from core_ledger.models import AbstractBalance, AbstractLedgerEntry
 
 
 def balance_get(*, ledger: Ledger, user_id: int) -> int:
@@ -69,6 +69,11 @@ def balance_snapshot(
     if row is None:
         return BalanceSnapshot(user_id=user_id, balance=0, updated_at=None)
     return BalanceSnapshot(user_id=user_id, balance=int(row[0]), updated_at=row[1])
+
+
+def balance_list(*, ledger: Ledger) -> QuerySet[AbstractBalance]:
+    """Every balance row of ``ledger`` (one per user who ever had an entry)."""
+    return ledger.balance_model.objects.all()
 
 
 def balances_for_user(*, user_id: int) -> dict[str, int]:
