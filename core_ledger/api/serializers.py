@@ -1,0 +1,280 @@
+"""Serializers: input shapes (validated, nothing the server owns) and output shapes, per ledger.
+
+Each ledger gets its own entry serializer classes, built once by :func:`entry_serializer_for`
+and :func:`entry_create_serializer_for`, named after the ledger (``AlphaEntry``,
+``AlphaEntryCreate``): the OpenAPI schema then shows each ledger's own operation enum under its
+own component name, and a new ledger needs no serializer code at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from core_ledger.api.permissions import can_read_all
+from core_ledger.exceptions import ValidationFailed
+from core_ledger.ledger import Direction, Frequency, Ledger, PostedBy, registry
+from core_ledger.models import DESCRIPTION_MAX_LENGTH, AbstractLedgerEntry
+from core_ledger.services import MAX_AMOUNT, METADATA_MAX_KEYS, clean_metadata
+
+# Largest id a bigint primary key holds; larger values are refused before any query.
+MAX_ID = 2**63 - 1
+
+METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": METADATA_MAX_KEYS,
+    "additionalProperties": True,
+    "description": (
+        "A JSON object of string keys (see the documented limits: keys, key and value length, "
+        "total size)."
+    ),
+}
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer and nothing else: DRF's IntegerField would take ``true``, ``"5"`` and ``5.0``.
+
+    Credits are whole numbers; a float or a string is a client bug we refuse rather than round.
+    """
+
+    default_error_messages = {"invalid": "A whole number (JSON integer) is required."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
+@extend_schema_field(METADATA_SCHEMA)
+class MetadataField(serializers.JSONField):
+    """Free-form JSON object attached to an entry; limits are checked by the service's rules."""
+
+
+def _class_prefix(label: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", label) if part)
+
+
+# --- entries -------------------------------------------------------------------------------------
+
+
+class EntrySerializer(serializers.ModelSerializer[AbstractLedgerEntry]):
+    """An entry as the API shows it. Every field is read-only: only the service writes entries."""
+
+    amount = serializers.IntegerField(
+        read_only=True, help_text="Signed credits: positive credits, negative debits."
+    )
+    metadata = MetadataField(read_only=True)
+    reversed_by = serializers.IntegerField(
+        source="reversed_by.id",
+        read_only=True,
+        allow_null=True,
+        help_text="The id of the REVERSAL entry that undid this one, if any.",
+    )
+
+    class Meta:
+        model: Any = AbstractLedgerEntry  # each ledger's subclass sets its concrete model
+        fields = [
+            "id",
+            "user",
+            "operation",
+            "amount",
+            "balance_after",
+            "description",
+            "metadata",
+            "idempotency_key",
+            "reverses",
+            "reversed_by",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class EntryCreateSerializer(serializers.Serializer[Any]):
+    """What a client may send to post an entry. Anything else in the body is ignored.
+
+    ``operation`` choices are set per ledger (every operation except those only the ledger
+    itself posts: SIGNUP_CREDIT and REVERSAL). The posting rules themselves (who may post what,
+    fixed amounts, balance) are the service's; this checks shape only.
+    """
+
+    operation = serializers.ChoiceField(choices=[])
+    amount = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_AMOUNT,
+        help_text="Positive credits; the operation's direction gives the sign. Omit it for "
+        "fixed-amount operations (DAILY_REWARD).",
+    )
+    user = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="The account to post to. Regular users may omit it (their own account) or send "
+        "their own id; staff and service accounts must send it.",
+    )
+    description = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=DESCRIPTION_MAX_LENGTH
+    )
+    metadata = MetadataField(required=False, default=dict)
+
+    def validate_metadata(self, value: Any) -> dict[str, Any]:
+        try:
+            return clean_metadata(value)
+        except ValidationFailed as exc:
+            raise serializers.ValidationError(exc.details.get("metadata", [exc.message])) from None
+
+    def validate_user(self, value: int) -> int:
+        if not get_user_model().objects.filter(pk=value).exists():
+            raise serializers.ValidationError("No such user.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        request = self.context["request"]
+        if "user" not in attrs:
+            if can_read_all(self.context["view"].ledger, request.user):
+                # A staff member posting to their own account by omission is almost always a
+                # forgotten field: make the target explicit.
+                raise serializers.ValidationError(
+                    {"user": ["Staff and service accounts must name the account to post to."]}
+                )
+            attrs["user"] = request.user.pk
+        return attrs
+
+
+class ReverseSerializer(serializers.Serializer[Any]):
+    """The body of a reversal: why the entry is being undone (kept as the reversal's description)."""
+
+    reason = serializers.CharField(max_length=DESCRIPTION_MAX_LENGTH)
+
+
+def _postable(ledger: Ledger) -> list[tuple[str, str]]:
+    return [
+        (value, str(label))
+        for value, label in ledger.operations.choices
+        if ledger.rule(value).posted_by is not PostedBy.SYSTEM
+    ]
+
+
+@functools.cache
+def entry_serializer_for(label: str) -> type[EntrySerializer]:
+    """``<Label>EntrySerializer``: the entry output shape bound to the ledger's entry model."""
+    ledger = registry.get(label)
+    meta = type("Meta", (EntrySerializer.Meta,), {"model": ledger.entry_model})
+    name = f"{_class_prefix(label)}EntrySerializer"
+    return type(name, (EntrySerializer,), {"Meta": meta, "__module__": __name__})
+
+
+@functools.cache
+def entry_create_serializer_for(label: str) -> type[EntryCreateSerializer]:
+    """``<Label>EntryCreateSerializer``: the post input with the ledger's postable operations."""
+    ledger = registry.get(label)
+    operation = serializers.ChoiceField(
+        choices=_postable(ledger),
+        help_text="The operation to post. SIGNUP_CREDIT and REVERSAL are posted by the ledger "
+        "itself and are refused here (reverse an entry with POST …/entries/{id}/reverse/).",
+    )
+    name = f"{_class_prefix(label)}EntryCreateSerializer"
+    return type(name, (EntryCreateSerializer,), {"operation": operation, "__module__": __name__})
+
+
+# --- balances ------------------------------------------------------------------------------------
+
+
+class BalanceSerializer(serializers.Serializer[Any]):
+    """One user's balance in one ledger (a balance row, or a :class:`BalanceSnapshot`)."""
+
+    user = serializers.IntegerField(source="user_id", read_only=True)
+    balance = serializers.IntegerField(read_only=True)
+    updated_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When the balance last moved; null if never."
+    )
+
+
+class BalanceQuerySerializer(serializers.Serializer[Any]):
+    """Query parameters of the balance endpoint."""
+
+    at = serializers.DateTimeField(
+        required=False,
+        help_text="ISO 8601 moment; the balance right after the last entry up to then.",
+    )
+
+
+# --- ledgers -------------------------------------------------------------------------------------
+
+
+class OperationSerializer(serializers.Serializer[Any]):
+    """One operation of a ledger and its rule."""
+
+    value = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
+    direction = serializers.ChoiceField(
+        choices=[d.value for d in Direction],
+        allow_null=True,
+        help_text="credit or debit; null for REVERSAL, whose sign is the opposite of the entry it undoes.",
+    )
+    posted_by = serializers.ChoiceField(
+        choices=[p.value for p in PostedBy],
+        help_text="user: the account holder (and staff/services); staff: staff and service "
+        "accounts; system: only the ledger itself.",
+    )
+    frequency = serializers.ChoiceField(choices=[f.value for f in Frequency])
+    fixed_amount = serializers.IntegerField(allow_null=True)
+
+
+class LedgerSerializer(serializers.Serializer[Any]):
+    """A ledger and its operations."""
+
+    label = serializers.CharField()  # type: ignore[assignment]
+    name = serializers.CharField()
+    operations = OperationSerializer(many=True)
+
+
+def ledger_description(ledger: Ledger) -> dict[str, Any]:
+    """The data :class:`LedgerSerializer` shows for ``ledger``."""
+    operations = []
+    for value, label in ledger.operations.choices:
+        rule = ledger.rule(value)
+        operations.append(
+            {
+                "value": value,
+                "label": str(label),
+                "direction": rule.direction.value if rule.direction else None,
+                "posted_by": rule.posted_by.value,
+                "frequency": rule.frequency.value,
+                "fixed_amount": ledger.fixed_amount(value),
+            }
+        )
+    return {"label": ledger.label, "name": ledger.name, "operations": operations}
+
+
+# --- errors and auth -----------------------------------------------------------------------------
+
+
+class ErrorBodySerializer(serializers.Serializer[Any]):
+    code = serializers.CharField(
+        help_text="Stable machine-readable code, e.g. insufficient_credits."
+    )
+    message = serializers.CharField()
+    details = serializers.DictField(
+        help_text="Per-field messages for validation_error; context otherwise."
+    )
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    """The one shape of every error response."""
+
+    error = ErrorBodySerializer()
+
+
+class TokenSerializer(serializers.Serializer[Any]):
+    token = serializers.CharField()
+
+
+class HealthSerializer(serializers.Serializer[Any]):
+    status = serializers.CharField()

@@ -1,0 +1,287 @@
+"""The API's views. Each is thin: parse the request, make one service or selector call, render.
+
+A ledger app binds the ledger views to its ledger by subclassing them and setting
+``ledger_label`` (see ``app_alpha/api.py``); :func:`core_ledger.api.urls.ledger_urlpatterns`
+routes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.db.models import QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import mixins, status, viewsets
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.views import APIView
+
+from core_ledger import selectors, services
+from core_ledger.api.filters import (
+    BalanceFilter,
+    StableOrderingFilter,
+    entry_filter_for,
+)
+from core_ledger.api.pagination import BalancePagination, EntryCursorPagination
+from core_ledger.api.permissions import CanReadAllAccounts, can_read_all
+from core_ledger.api.serializers import (
+    BalanceQuerySerializer,
+    BalanceSerializer,
+    ErrorSerializer,
+    LedgerSerializer,
+    ReverseSerializer,
+    TokenSerializer,
+    entry_create_serializer_for,
+    entry_serializer_for,
+    ledger_description,
+)
+from core_ledger.ledger import Ledger, registry
+from core_ledger.models import AbstractBalance, AbstractLedgerEntry
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+_ERROR_TEXT = {
+    400: "validation_error: the request is not valid (per-field details).",
+    401: "not_authenticated: no or invalid credentials.",
+    403: "permission_denied / operation_not_allowed.",
+    404: "not_found.",
+    409: "insufficient_credits / already_claimed / already_reversed.",
+    415: "unsupported_media_type: send application/json.",
+    422: "idempotency_key_reused: the key was used for a different request.",
+    429: "throttled.",
+    503: "ledger_busy / database_unavailable: nothing was written; retry.",
+}
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    """Schema entries for the error responses an endpoint can give, all in the one error shape."""
+    return {s: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[s]) for s in statuses}
+
+
+COMMON = (401, 429, 503)
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="1-255 printable ASCII characters, scoped to the caller and the ledger. The same "
+    "key with the same request replays the first answer (header Idempotent-Replayed: true); "
+    "with a different request it is refused with 422 idempotency_key_reused.",
+)
+
+
+def _caller_id(request: Request) -> int:
+    """The authenticated caller's id (every view here requires authentication)."""
+    pk = request.user.pk
+    assert pk is not None
+    return int(pk)
+
+
+class LedgerViewMixin:
+    """Binds a view to one ledger; subclasses set ``ledger_label``."""
+
+    ledger_label: ClassVar[str] = ""
+
+    @property
+    def ledger(self) -> Ledger:
+        return registry.get(self.ledger_label)
+
+
+# --- across ledgers ------------------------------------------------------------------------------
+
+
+@extend_schema(tags=["ledgers"])
+class LedgerListView(APIView):
+    """Every ledger with its operations and their rules (who posts, how often, fixed amounts)."""
+
+    @extend_schema(
+        operation_id="ledgers_list",
+        responses={200: LedgerSerializer(many=True), **errors(*COMMON)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(LedgerSerializer([ledger_description(x) for x in registry], many=True).data)
+
+
+@extend_schema(tags=["balances"])
+class AllBalancesView(APIView):
+    """The caller's balance in every ledger, by ledger label."""
+
+    @extend_schema(
+        operation_id="balances_mine_all",
+        responses={
+            200: OpenApiResponse(
+                {"type": "object", "additionalProperties": {"type": "integer"}},
+                description='Ledger label -> balance, e.g. {"alpha": 15, "beta": 0}.',
+            ),
+            **errors(*COMMON),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        return Response(selectors.balances_for_user(user_id=_caller_id(request)))
+
+
+class TokenView(ObtainAuthToken):
+    """Exchange a username and password for the caller's API token (created on first use)."""
+
+    # DRF's view opts out of throttling and of drf-spectacular; a password endpoint needs both.
+    throttle_classes = APIView.throttle_classes
+    schema = APIView.schema
+
+    @extend_schema(
+        tags=["auth"],
+        operation_id="auth_token_create",
+        request=AuthTokenSerializer,
+        responses={200: TokenSerializer, **errors(400, 429, 503)},
+        auth=[],
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
+
+# --- one ledger ----------------------------------------------------------------------------------
+
+
+class MyBalanceView(LedgerViewMixin, APIView):
+    """The caller's balance in this ledger, now or at a past moment."""
+
+    @extend_schema(
+        parameters=[BalanceQuerySerializer],
+        responses={200: BalanceSerializer, **errors(400, *COMMON)},
+    )
+    def get(self, request: Request) -> Response:
+        query = BalanceQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        snapshot = selectors.balance_snapshot(
+            ledger=self.ledger, user_id=_caller_id(request), at=query.validated_data.get("at")
+        )
+        return Response(BalanceSerializer(snapshot).data)
+
+
+@extend_schema_view(
+    list=extend_schema(responses={200: BalanceSerializer(many=True), **errors(400, 403, *COMMON)}),
+    retrieve=extend_schema(responses={200: BalanceSerializer, **errors(403, 404, *COMMON)}),
+)
+class BalanceViewSet(LedgerViewMixin, viewsets.ReadOnlyModelViewSet[AbstractBalance]):
+    """Every user's balance (staff and service accounts of this ledger)."""
+
+    permission_classes = [IsAuthenticated, CanReadAllAccounts]
+    serializer_class = BalanceSerializer
+    pagination_class = BalancePagination
+    filter_backends = [DjangoFilterBackend, StableOrderingFilter]
+    filterset_class = BalanceFilter
+    ordering_fields = ["balance", "updated_at"]
+    ordering = ["pk"]
+    lookup_url_kwarg = "user_id"
+    lookup_value_regex = "[0-9]+"
+
+    def get_queryset(self) -> QuerySet[AbstractBalance]:
+        return selectors.balance_list(ledger=self.ledger)
+
+
+class EntryViewSet(
+    LedgerViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet[AbstractLedgerEntry],
+):
+    """The caller's entries (staff and service accounts: everyone's); posting and reversing."""
+
+    pagination_class = EntryCursorPagination
+    filter_backends = [DjangoFilterBackend]
+    parser_classes = [JSONParser]
+    lookup_value_regex = "[0-9]+"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.ledger_label:
+            _document_entry_viewset(cls)
+
+    def get_queryset(self) -> QuerySet[AbstractLedgerEntry]:
+        user = self.request.user
+        owner = None if can_read_all(self.ledger, user) else user.pk
+        # Another user's entry is outside the queryset, so retrieving it is a 404 (not 403):
+        # the API does not reveal which entry ids exist.
+        entries = selectors.entry_list(ledger=self.ledger, user_id=owner)
+        # reversed_by is the reverse one-to-one of `reverses`: the stubs cannot see it.
+        return entries.select_related("reversed_by")  # type: ignore[misc]
+
+    @property
+    def filterset_class(self) -> Any:  # read by DjangoFilterBackend and drf-spectacular
+        return entry_filter_for(self.ledger_label)
+
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
+        if self.action == "create":
+            return entry_create_serializer_for(self.ledger_label)
+        if self.action == "reverse":
+            return ReverseSerializer
+        return entry_serializer_for(self.ledger_label)
+
+    def _entry_data(self, entry: AbstractLedgerEntry) -> Any:
+        return entry_serializer_for(self.ledger_label)(
+            entry, context=self.get_serializer_context()
+        ).data
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Post an entry; with an ``Idempotency-Key`` a repeat replays the first answer."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.entry_post(
+            ledger=self.ledger,
+            user_id=data["user"],
+            operation=data["operation"],
+            amount=data.get("amount"),
+            actor=request.user,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            description=data["description"],
+            metadata=data["metadata"],
+        )
+        headers = {REPLAYED_HEADER: "true"} if result.replayed else {}
+        return Response(
+            self._entry_data(result.entry), status=status.HTTP_201_CREATED, headers=headers
+        )
+
+    @action(detail=True, methods=["post"])
+    def reverse(self, request: Request, pk: str) -> Response:
+        """Undo an entry with an opposite REVERSAL entry (staff and service accounts; once)."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        entry = services.entry_reverse(
+            ledger=self.ledger,
+            entry_id=int(pk),
+            reason=serializer.validated_data["reason"],
+            actor=request.user,
+        )
+        return Response(self._entry_data(entry), status=status.HTTP_201_CREATED)
+
+
+def _document_entry_viewset(cls: type[EntryViewSet]) -> None:
+    """Describe a ledger's entry endpoints with that ledger's own serializers (and enums)."""
+    entry = entry_serializer_for(cls.ledger_label)
+    extend_schema_view(
+        list=extend_schema(responses={200: entry(many=True), **errors(400, *COMMON)}),
+        retrieve=extend_schema(responses={200: entry, **errors(404, *COMMON)}),
+        create=extend_schema(
+            request=entry_create_serializer_for(cls.ledger_label),
+            parameters=[IDEMPOTENCY_PARAMETER],
+            responses={201: entry, **errors(400, 403, 409, 415, 422, *COMMON)},
+        ),
+        reverse=extend_schema(
+            request=ReverseSerializer,
+            responses={201: entry, **errors(400, 403, 404, 409, 415, *COMMON)},
+        ),
+    )(cls)
