@@ -10,6 +10,13 @@ import pytest
 os.environ.setdefault("DEBUG", "1")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from django.conf import settings
+
+    # Hashing test passwords with PBKDF2 would dominate the suite's run time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> None:
     """Let pytest-django TRUNCATE the throwaway test database (the append-only trigger allows it
