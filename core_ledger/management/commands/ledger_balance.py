@@ -1,0 +1,90 @@
+"""Show one user's balance, or the table of a ledger's balances."""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+
+from core_ledger.management.base import LedgerCommand
+from core_ledger.selectors import balance_get
+
+FORMATS = ("table", "json", "csv")
+
+
+class Command(LedgerCommand):
+    help = """Show one user's balance (--user), or the ledger's balances, largest first.
+
+Examples:
+  python manage.py ledger_balance --ledger alpha --user alice
+  python manage.py ledger_balance --ledger alpha --top 10
+  python manage.py ledger_balance --ledger beta --format csv > beta-balances.csv
+  python manage.py ledger_balance --ledger beta --user 42 --format json
+"""
+
+    def add_ledger_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--user", help="Username or user id: show only this user's balance.")
+        parser.add_argument("--top", type=int, help="Only the N largest balances.")
+        parser.add_argument("--format", choices=FORMATS, default="table", help="Default: table.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        ledger = self.get_ledger(options["ledger"])
+        fmt = options["format"]
+        if options["user"] is not None:
+            user = self.get_user(options["user"])
+            row = {
+                "ledger": ledger.label,
+                "user_id": user.pk,
+                "username": user.get_username(),
+                "balance": balance_get(ledger=ledger, user_id=user.pk),
+            }
+            self._write_rows(fmt, [row], single=True)
+            return
+        top = options["top"]
+        if top is not None and top < 1:
+            raise CommandError("--top must be a positive number.")
+        qs = ledger.balance_model.objects.order_by("-balance", "user_id").values(
+            "user_id", "user__username", "balance", "updated_at"
+        )
+        if top is not None:
+            qs = qs[:top]
+        rows = (
+            {
+                "ledger": ledger.label,
+                "user_id": r["user_id"],
+                "username": r["user__username"],
+                "balance": r["balance"],
+                "updated_at": r["updated_at"].isoformat(),
+            }
+            for r in qs.iterator(chunk_size=2000)
+        )
+        self._write_rows(fmt, rows, single=False)
+
+    def _write_rows(self, fmt: str, rows: Any, *, single: bool) -> None:
+        if fmt == "json":
+            data = list(rows)
+            self.stdout.write(json.dumps(data[0] if single else data, indent=2))
+            return
+        columns = ["ledger", "user_id", "username", "balance"] + ([] if single else ["updated_at"])
+        if fmt == "csv":
+            writer = csv.DictWriter(self.stdout, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            return
+        if single:
+            (row,) = rows
+            self.stdout.write(
+                f"{row['username']} (id {row['user_id']}) in {row['ledger']}: {row['balance']}"
+            )
+            return
+        self.stdout.write(f"{'user_id':>10}  {'username':<30} {'balance':>15}  updated_at")
+        count = 0
+        for row in rows:
+            count += 1
+            self.stdout.write(
+                f"{row['user_id']:>10}  {row['username']:<30} {row['balance']:>15}  "
+                f"{row['updated_at']}"
+            )
+        self.stdout.write(f"({count} balances)")

@@ -1,0 +1,58 @@
+"""Post one entry to a ledger through the service, as the system."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from core_ledger.management.base import LedgerCommand
+from core_ledger.services import entry_post
+
+
+class Command(LedgerCommand):
+    help = """Post one entry through the ledger service (as the system) and print it.
+
+The amount is positive; the operation gives the sign. Fixed-amount operations (SIGNUP_CREDIT,
+DAILY_REWARD) take no --amount. With --idempotency-key a rerun replays the first entry and posts
+nothing new. Domain errors print one line and exit with status 1.
+
+Examples:
+  python manage.py ledger_post --ledger alpha --user alice --operation CREDIT_ADD --amount 50
+  python manage.py ledger_post --ledger beta --user 42 --operation PURCHASE --amount 5 \\
+      --idempotency-key order-1234 --description "Order 1234"
+  python manage.py ledger_post --ledger alpha --user alice --operation DAILY_REWARD
+"""
+
+    def add_ledger_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--user", required=True, help="Username or user id.")
+        parser.add_argument("--operation", required=True, help="Operation name, e.g. CREDIT_ADD.")
+        parser.add_argument(
+            "--amount", type=int, help="Positive whole credits (omit for fixed amounts)."
+        )
+        parser.add_argument("--idempotency-key", help="Makes a rerun replay instead of repost.")
+        parser.add_argument("--description", default="", help="Free text stored on the entry.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        ledger = self.get_ledger(options["ledger"])
+        user = self.get_user(options["user"])
+        result = entry_post(
+            ledger=ledger,
+            user_id=user.pk,
+            operation=options["operation"],
+            amount=options["amount"],
+            idempotency_key=options["idempotency_key"],
+            description=options["description"],
+        )
+        entry = result.entry
+        line = (
+            f"entry #{entry.pk} in {ledger.label}: {entry.operation} {entry.amount:+d} "
+            f"for {user.get_username()} (id {user.pk}), balance after {entry.balance_after}, "
+            f"at {entry.created_at.isoformat()}"
+        )
+        if result.replayed:
+            self.stdout.write(
+                self.style.WARNING(f"Replayed {line} (idempotency key seen; nothing new posted)")
+            )
+        else:
+            self.stdout.write(self.style.SUCCESS(f"Posted {line}"))

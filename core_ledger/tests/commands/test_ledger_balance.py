@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from django.core.management.base import CommandError
+
+from core_ledger.ledger import Ledger
+from core_ledger.testing import make_user, set_balance
+
+
+def test_one_user_table(run, ledger: Ledger, user) -> None:
+    set_balance(ledger=ledger, user=user, to=321)
+    out, _ = run("ledger_balance", "--ledger", ledger.label, "--user", user.username)
+    assert out.strip() == f"{user.username} (id {user.pk}) in {ledger.label}: 321"
+
+
+def test_one_user_json_by_id(run, ledger: Ledger, user) -> None:
+    set_balance(ledger=ledger, user=user, to=12)
+    out, _ = run(
+        "ledger_balance", "--ledger", ledger.label, "--user", str(user.pk), "--format", "json"
+    )
+    assert json.loads(out) == {
+        "ledger": ledger.label,
+        "user_id": user.pk,
+        "username": user.username,
+        "balance": 12,
+    }
+
+
+def test_top_n_largest_first_in_every_format(run, ledger: Ledger, db) -> None:
+    users = [make_user() for _ in range(4)]
+    for n, user in enumerate(users):
+        set_balance(ledger=ledger, user=user, to=1000 + n)
+    out, _ = run("ledger_balance", "--ledger", ledger.label, "--top", "2", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [int(r["user_id"]) for r in rows] == [users[3].pk, users[2].pk]
+    assert [int(r["balance"]) for r in rows] == [1003, 1002]
+
+    out, _ = run("ledger_balance", "--ledger", ledger.label, "--top", "3", "--format", "json")
+    assert [r["balance"] for r in json.loads(out)] == [1003, 1002, 1001]
+
+    out, _ = run("ledger_balance", "--ledger", ledger.label)
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:3] == ["user_id", "username", "balance"]
+    assert users[3].username in lines[1] and lines[-1] == "(4 balances)"
+
+
+def test_bad_top_and_format(run, ledger: Ledger, db) -> None:
+    with pytest.raises(CommandError, match="--top must be a positive number"):
+        run("ledger_balance", "--ledger", ledger.label, "--top", "0")
+    with pytest.raises(CommandError, match="invalid choice"):
+        run("ledger_balance", "--ledger", ledger.label, "--format", "xml")
+    with pytest.raises(CommandError, match="No user"):
+        run("ledger_balance", "--ledger", ledger.label, "--user", "nobody")
