@@ -54,6 +54,7 @@ serve: demo
 	  ALLOWED_HOSTS=$(HOST),localhost $(BIN)/gunicorn ledger_project.wsgi -w $${WEB_CONCURRENCY:-3} -b $(HOST):$(PORT)
 
 test: db
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py collectstatic --noinput -v0
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
