@@ -50,6 +50,17 @@ class StrictIntegerField(serializers.IntegerField):
         return int(super().to_internal_value(data))
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string and nothing else: DRF's CharField would turn ``5.5`` into ``"5.5"``."""
+
+    default_error_messages = {"invalid": "A string is required."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 @extend_schema_field(METADATA_SCHEMA)
 class MetadataField(serializers.JSONField):
     """Free-form JSON object attached to an entry; limits are checked by the service's rules."""
@@ -118,7 +129,7 @@ class EntryCreateSerializer(serializers.Serializer[Any]):
         help_text="The account to post to. Regular users may omit it (their own account) or send "
         "their own id; staff and service accounts must send it.",
     )
-    description = serializers.CharField(
+    description = StrictCharField(
         required=False, allow_blank=True, default="", max_length=DESCRIPTION_MAX_LENGTH
     )
     metadata = MetadataField(required=False, default=dict)
@@ -150,7 +161,7 @@ class EntryCreateSerializer(serializers.Serializer[Any]):
 class ReverseSerializer(serializers.Serializer[Any]):
     """The body of a reversal: why the entry is being undone (kept as the reversal's description)."""
 
-    reason = serializers.CharField(max_length=DESCRIPTION_MAX_LENGTH)
+    reason = StrictCharField(max_length=DESCRIPTION_MAX_LENGTH)
 
 
 def _postable(ledger: Ledger) -> list[tuple[str, str]]:

@@ -300,6 +300,7 @@ def test_bad_operations_are_400(ledger: Ledger, api: Any, operation: Any) -> Non
         ("description", "x" * 501),
         ("description", "nul\x00byte"),
         ("description", {"a": 1}),
+        ("description", 12.5),
         ("metadata", [1, 2]),
         ("metadata", "text"),
         ("metadata", {f"k{i}": i for i in range(21)}),
