@@ -1,0 +1,9 @@
+"""Alpha's admin: the core's read-only entry and balance admins on alpha's tables."""
+
+from django.contrib import admin
+
+from app_alpha.models import AlphaBalance, AlphaEntry
+from core_ledger.admin import BalanceAdmin, EntryAdmin
+
+admin.site.register(AlphaEntry, EntryAdmin)
+admin.site.register(AlphaBalance, BalanceAdmin)

@@ -1,0 +1,404 @@
+"""Admin base classes shared by every ledger, and the ledger panel on the user change page.
+
+A ledger app registers its two models in a few lines (see ``app_alpha/admin.py``)::
+
+    admin.site.register(AlphaEntry, EntryAdmin)
+    admin.site.register(AlphaBalance, BalanceAdmin)
+
+The admin is thin: entries and balances are read-only for everyone (the database refuses
+UPDATE and DELETE on entries anyway); the "Reverse selected entries" action and the "Post entry"
+form each make one service call per entry and show the service's refusals. Any staff user may
+view the ledgers, as the services let staff post and reverse in every ledger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from core_ledger.exceptions import LedgerError
+from core_ledger.ledger import Ledger, PostedBy, registry
+from core_ledger.models import DESCRIPTION_MAX_LENGTH, IDEMPOTENCY_KEY_MAX_LENGTH
+from core_ledger.operations import SharedOperation
+from core_ledger.selectors import balances_for_user, ledger_totals
+from core_ledger.services import entry_post, entry_reverse
+
+
+def _is_staff(request: HttpRequest) -> bool:
+    user = request.user
+    return bool(user.is_active and user.is_staff)
+
+
+def admin_url(model: type[Any], view: str, *args: Any) -> str | None:
+    """The admin URL of ``model``'s ``view`` (changelist, change, post), or None if unregistered."""
+    opts = model._meta
+    try:
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=args)
+    except NoReverseMatch:
+        return None
+
+
+def entries_url(ledger: Ledger, user_id: int) -> str | None:
+    """The ledger's entries changelist filtered to one user."""
+    url = admin_url(ledger.entry_model, "changelist")
+    return f"{url}?user__id__exact={user_id}" if url else None
+
+
+class LedgerModelAdmin(admin.ModelAdmin):
+    """Read-only for everyone; visible to staff. Subclassed by the entry and balance admins."""
+
+    def get_ledger(self) -> Ledger:
+        return registry.for_model(self.model)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return _is_staff(request) or super().has_module_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_staff(request) or super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = {"ledger": self.get_ledger(), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
+
+
+# --- entries ------------------------------------------------------------------------------------
+
+
+class ReverseEntriesForm(forms.Form):
+    reason = forms.CharField(
+        max_length=DESCRIPTION_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Stored as the description of each reversal entry.",
+    )
+
+
+class PostEntryForm(forms.Form):
+    """Shape only; the service decides what is allowed and its refusals become form errors."""
+
+    user = forms.CharField(max_length=150, help_text="Username or user id.")
+    operation = forms.ChoiceField()
+    amount = forms.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="Positive whole credits; the operation gives the sign. Empty for fixed amounts.",
+    )
+    description = forms.CharField(max_length=DESCRIPTION_MAX_LENGTH, required=False)
+    idempotency_key = forms.CharField(
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        required=False,
+        help_text="Optional: a resubmission with the same key posts nothing new.",
+    )
+
+    def __init__(self, *args: Any, ledger: Ledger, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ledger = ledger
+        field = self.fields["operation"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [
+            (value, f"{label} ({self._describe(value)})")
+            for value, label in ledger.operations.choices
+            if ledger.rule(value).posted_by is not PostedBy.SYSTEM
+        ]
+
+    def _describe(self, operation: str) -> str:
+        rule = self.ledger.rule(operation)
+        direction = rule.direction.value if rule.direction else "reversal"
+        fixed = self.ledger.fixed_amount(operation)
+        return f"{direction}, fixed {fixed}" if fixed else direction
+
+    def clean_user(self) -> Any:
+        text = self.cleaned_data["user"].strip()
+        User = get_user_model()
+        user = User.objects.filter(**{User.USERNAME_FIELD: text}).first()
+        if user is None and text.isdigit():
+            user = User.objects.filter(pk=int(text)).first()
+        if user is None:
+            raise forms.ValidationError("No user with this username or id.")
+        return user
+
+    def add_ledger_error(self, exc: LedgerError) -> None:
+        """Show the service's refusal on the fields it names, else above the form."""
+        placed = False
+        for name, problems in exc.details.items():
+            if name in self.fields and isinstance(problems, list):
+                for problem in problems:
+                    self.add_error(name, str(problem))
+                placed = True
+        if not placed or exc.code != "validation_error":
+            self.add_error(None, f"{exc.message} ({exc.code})")
+
+
+class EntryAdmin(LedgerModelAdmin):
+    """Read-only entries of one ledger, with the reverse action and the post form."""
+
+    list_display = (
+        "id",
+        "user",
+        "operation",
+        "signed_amount",
+        "balance_after",
+        "created_at",
+        "reversed_flag",
+    )
+    list_display_links = ("id",)
+    list_filter = ("operation",)
+    date_hierarchy = "created_at"
+    search_fields = ("user__username", "user__email", "=idempotency_key", "description")
+    list_select_related = ("user",)
+    list_per_page = 100
+    show_full_result_count = False  # one COUNT per page is enough on a big ledger
+    actions = ["reverse_selected"]
+    change_list_template = "admin/core_ledger/entry_change_list.html"
+    fields = (
+        "id",
+        "user",
+        "operation",
+        "signed_amount",
+        "balance_after",
+        "created_at",
+        "day",
+        "description",
+        "metadata",
+        "idempotency_key",
+        "reverses",
+        "reversed_by_link",
+        "created_by",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # "Reversed?" as one EXISTS in the page's query (the unique index on reverses_id),
+        # not one query per row.
+        reversals = self.model._default_manager.filter(reverses=OuterRef("pk"))
+        return super().get_queryset(request).annotate(is_reversed_flag=Exists(reversals))
+
+    @admin.display(description="amount", ordering="amount")
+    def signed_amount(self, obj: Any) -> str:
+        return f"{obj.amount:+d}"
+
+    @admin.display(description="reversed", boolean=True, ordering="is_reversed_flag")
+    def reversed_flag(self, obj: Any) -> bool:
+        flag = getattr(obj, "is_reversed_flag", None)
+        return bool(obj.is_reversed if flag is None else flag)
+
+    @admin.display(description="reversed by")
+    def reversed_by_link(self, obj: Any) -> str:
+        reversal = self.model._default_manager.filter(reverses=obj).only("pk").first()
+        if reversal is None:
+            return "—"
+        url = admin_url(self.model, "change", reversal.pk)
+        return format_html('<a href="{}">#{}</a>', url, reversal.pk)
+
+    # --- reverse action ---------------------------------------------------------------------
+
+    def has_reverse_permission(self, request: HttpRequest) -> bool:
+        user = request.user
+        return _is_staff(request) or user.has_perm(self.get_ledger().post_permission)
+
+    @admin.action(description="Reverse selected entries", permissions=["reverse"])
+    def reverse_selected(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
+        """Ask for a reason, then reverse each entry through the service; report per entry."""
+        ledger = self.get_ledger()
+        form = ReverseEntriesForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            reason = form.cleaned_data["reason"]
+            done: list[str] = []
+            refused: list[str] = []
+            for entry_id in queryset.order_by("id").values_list("id", flat=True):
+                try:
+                    reversal = entry_reverse(
+                        ledger=ledger, entry_id=entry_id, reason=reason, actor=request.user
+                    )
+                except LedgerError as exc:
+                    refused.append(f"#{entry_id}: {exc.message} ({exc.code})")
+                else:
+                    done.append(f"#{entry_id} by #{reversal.pk}")
+            if done:
+                self.message_user(
+                    request, f"Reversed {len(done)} entries: {', '.join(done)}.", messages.SUCCESS
+                )
+            for refusal in refused:
+                self.message_user(request, f"Not reversed {refusal}", messages.ERROR)
+            return None  # back to the changelist
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reverse entries",
+            "opts": self.model._meta,
+            "ledger": ledger,
+            "form": form,
+            "entries": queryset.select_related("user").order_by("id"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "action": "reverse_selected",
+        }
+        return TemplateResponse(request, "admin/core_ledger/reverse_entries.html", context)
+
+    # --- post form --------------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.model._meta
+        return [
+            path(
+                "post/",
+                self.admin_site.admin_view(self.post_entry_view),
+                name=f"{opts.app_label}_{opts.model_name}_post",
+            ),
+            *super().get_urls(),
+        ]
+
+    def post_entry_view(self, request: HttpRequest) -> HttpResponse:
+        """Staff form that posts one entry through the service, as the signed-in user."""
+        ledger = self.get_ledger()
+        if not self.has_view_permission(request):
+            raise PermissionDenied  # admin_view already requires staff; belt and braces
+        if request.method == "POST":
+            form = PostEntryForm(request.POST, ledger=ledger)
+            if form.is_valid():
+                data = form.cleaned_data
+                try:
+                    result = entry_post(
+                        ledger=ledger,
+                        user_id=data["user"].pk,
+                        operation=data["operation"],
+                        amount=data["amount"],
+                        actor=request.user,
+                        idempotency_key=data["idempotency_key"] or None,
+                        description=data["description"],
+                    )
+                except LedgerError as exc:
+                    form.add_ledger_error(exc)
+                else:
+                    entry = result.entry
+                    verb = "Replayed (nothing new posted)" if result.replayed else "Posted"
+                    self.message_user(
+                        request,
+                        f"{verb} entry #{entry.pk}: {entry.operation} {entry.amount:+d} for "
+                        f"{data['user']}, balance now {entry.balance_after}.",
+                        messages.WARNING if result.replayed else messages.SUCCESS,
+                    )
+                    return HttpResponseRedirect(entries_url(ledger, data["user"].pk) or "../")
+        else:
+            form = PostEntryForm(
+                initial={
+                    "user": request.GET.get("user", ""),
+                    "operation": SharedOperation.CREDIT_ADD,
+                },
+                ledger=ledger,
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Post an entry to {ledger.name}",
+            "opts": self.model._meta,
+            "ledger": ledger,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/core_ledger/post_entry.html", context)
+
+
+# --- balances -----------------------------------------------------------------------------------
+
+
+class BalanceAdmin(LedgerModelAdmin):
+    """Balances of one ledger, largest first, with the ledger's totals above the list."""
+
+    list_display = ("user", "balance", "updated_at", "entries_link")
+    list_select_related = ("user",)
+    ordering = ("-balance", "user_id")
+    sortable_by = ("user", "balance", "updated_at")
+    search_fields = ("user__username", "user__email")
+    list_per_page = 100
+    show_full_result_count = False
+    change_list_template = "admin/core_ledger/balance_change_list.html"
+    fields = ("user", "balance", "updated_at", "entries_link")
+    readonly_fields = fields
+
+    @admin.display(description="entries")
+    def entries_link(self, obj: Any) -> str:
+        url = entries_url(self.get_ledger(), obj.user_id)
+        return format_html('<a href="{}">entries</a>', url) if url else "—"
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = {"totals": ledger_totals(ledger=self.get_ledger()), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
+
+
+# --- users: a ledger panel on the change page ---------------------------------------------------
+
+
+User = get_user_model()
+
+
+class LedgerUserAdmin(UserAdmin):
+    """Django's user admin plus the user's balance in every registered ledger, with links."""
+
+    readonly_fields = (*UserAdmin.readonly_fields, "ledger_balances")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return [*fieldsets, ("Ledgers", {"fields": ("ledger_balances",)})]
+
+    @admin.display(description="balances")
+    def ledger_balances(self, obj: Any) -> SafeString:
+        balances = balances_for_user(user_id=obj.pk)
+        rows = []
+        for ledger in registry:
+            balance_url = admin_url(ledger.balance_model, "change", obj.pk)
+            if balance_url and not ledger.balance_model._default_manager.filter(pk=obj.pk).exists():
+                balance_url = None
+            post_url = admin_url(ledger.entry_model, "post")
+            rows.append(
+                (
+                    ledger.name,
+                    balances.get(ledger.label, 0),
+                    format_html('<a href="{}">balance</a>', balance_url) if balance_url else "",
+                    format_html('<a href="{}">entries</a>', entries_url(ledger, obj.pk) or "#"),
+                    format_html('<a href="{}?user={}">post an entry</a>', post_url, obj.pk)
+                    if post_url
+                    else "",
+                )
+            )
+        if not rows:
+            return format_html("{}", "No ledger is installed.")
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td class='ledger-balance'>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            rows,
+        )
+        return format_html(
+            "<table class='ledger-balances'><thead><tr><th>ledger</th><th>balance</th>"
+            "<th colspan='3'></th></tr></thead><tbody>{}</tbody></table>",
+            body,
+        )
+
+
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+admin.site.register(User, LedgerUserAdmin)

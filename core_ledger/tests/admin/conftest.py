@@ -1,0 +1,50 @@
+"""Fixtures for the admin tests: a signed-in staff client and a signed-in non-staff client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from core_ledger.testing import make_user
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings: Any) -> None:
+    """make_user hashes a password; the default hasher costs ~0.3 s per user on this machine."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def staff_client(staff: Any) -> Client:
+    """Plain staff (no model permissions, not superuser): the ledger admin is open to staff."""
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def user_admin_client(db: None) -> Client:
+    """Staff allowed to view users (Django's own permission for the user admin)."""
+    from django.contrib.auth.models import Permission
+
+    viewer = make_user(staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_user"))
+    client = Client()
+    client.force_login(viewer)
+    return client
+
+
+@pytest.fixture
+def superuser_client(db: None) -> Client:
+    client = Client()
+    client.force_login(make_user(staff=True, is_superuser=True))
+    return client
+
+
+@pytest.fixture
+def user_client(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
