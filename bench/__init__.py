@@ -1,0 +1,1 @@
+"""Benchmarks: Shared Ledger against the PostgreSQL ceiling on the same machine (bench/README.md)."""

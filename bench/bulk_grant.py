@@ -1,0 +1,217 @@
+"""Scenario 4: ``ledger_grant`` of DAILY_REWARD to 100,000 users vs a set-based INSERT … SELECT;
+a rerun that must post nothing; and the peak memory of the grant and of ``ledger_export``.
+
+The grant and the export run as child processes (``manage.py``-style, through
+``bench.command``) so that their peak RSS is their own (``os.wait4``). Memory must stay flat as
+the data grows: each is also run on a data set a tenth of the size, and the two peaks compared.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from bench.common import (
+    BALANCE_TABLE,
+    BASE_DIR,
+    ENTRY_TABLE,
+    analyze,
+    bench_env,
+    connect,
+    create_history,
+    create_users,
+    reset,
+)
+from bench.report import Context, Row
+
+NAME = "bulk_grant"
+GRANT = ["ledger_grant", "--ledger", "alpha", "--operation", "DAILY_REWARD", "--all-users"]
+EXPORT = ["ledger_export", "--ledger", "alpha", "--format", "jsonl"]
+DAILY_REWARD = 10  # alpha's fixed amount (app_alpha/ledger.py)
+
+
+@dataclass
+class Child:
+    seconds: float
+    max_rss_mb: float
+    stdout: str
+
+
+def run_command(url: str, args: list[str], *, keep_stdout: bool = True) -> Child:
+    """Run ``bench.command`` in a child; its own time (from the child) and peak RSS (wait4)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.command", *args],
+            cwd=BASE_DIR,
+            env=bench_env(url),
+            stdout=out if keep_stdout else subprocess.DEVNULL,
+            stderr=err,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}: {stderr[-2000:]}")
+    seconds = next(
+        float(line.split()[1]) for line in stderr.splitlines() if line.startswith("BENCH_SECONDS")
+    )
+    # ru_maxrss is in KiB on Linux.
+    return Child(seconds=seconds, max_rss_mb=usage.ru_maxrss / 1024, stdout=stdout)
+
+
+def baseline_grant(url: str) -> tuple[float, int]:
+    """The same rows in one set-based statement: an entry per active user, balances moved."""
+    with connect(url) as conn:
+        t0 = time.perf_counter()
+        cur = conn.execute(
+            f"WITH ins AS (INSERT INTO {ENTRY_TABLE} (user_id, operation, amount, balance_after, "
+            "request_fingerprint, description, metadata, created_at, day) "
+            "SELECT b.user_id, 'DAILY_REWARD', %(a)s, b.balance + %(a)s, '', '', '{}'::jsonb, "
+            "clock_timestamp(), (now() AT TIME ZONE 'UTC')::date "
+            f"FROM {BALANCE_TABLE} b JOIN auth_user u ON u.id = b.user_id "
+            "WHERE u.is_active ORDER BY b.user_id RETURNING user_id) "
+            f"UPDATE {BALANCE_TABLE} b SET balance = b.balance + %(a)s, "
+            "updated_at = clock_timestamp() FROM ins WHERE b.user_id = ins.user_id",
+            {"a": DAILY_REWARD},
+        )
+        rows = cur.rowcount
+        conn.commit()
+        return time.perf_counter() - t0, rows
+
+
+def _granted(stdout: str) -> int:
+    # "alpha DAILY_REWARD: 100000 granted, 0 already had it, 0 failed."
+    return int(stdout.split(":", 1)[1].split("granted")[0].strip())
+
+
+def _entries(url: str) -> int:
+    with connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {ENTRY_TABLE}").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def _memory_pass(ctx: Context, users: int, history: int, label: str) -> dict[str, float]:
+    """Grant to ``users`` users, then export them plus a ``history``-entry user; peaks in MB."""
+    reset(ctx.url)
+    create_users(ctx.url, users)
+    grant = run_command(ctx.url, GRANT)
+    (long_user,) = create_users(ctx.url, 1, prefix="long", seed=False)
+    create_history(ctx.url, long_user, history)
+    entries = _entries(ctx.url)
+    export = run_command(ctx.url, EXPORT, keep_stdout=False)
+    print(
+        f"  {label}: grant to {users:,} users peak RSS {grant.max_rss_mb:.1f} MB; "
+        f"export of {entries:,} entries peak RSS {export.max_rss_mb:.1f} MB "
+        f"({export.seconds:.1f} s, {entries / export.seconds:,.0f} rows/s)",
+        flush=True,
+    )
+    return {
+        "users": users,
+        "entries": entries,
+        "grant_rss_mb": grant.max_rss_mb,
+        "grant_seconds": grant.seconds,
+        "export_rss_mb": export.max_rss_mb,
+        "export_seconds": export.seconds,
+    }
+
+
+def run(ctx: Context) -> list[Row]:
+    users = 2_000 if ctx.smoke else 100_000
+    history = 20_000 if ctx.smoke else 1_000_000
+
+    # Baseline: the same grant as one INSERT … SELECT.
+    reset(ctx.url)
+    create_users(ctx.url, users)
+    base_seconds, base_rows = baseline_grant(ctx.url)
+    base_rate = base_rows / base_seconds
+    print(
+        f"  baseline INSERT … SELECT: {base_rows:,} entries in {base_seconds:.2f} s "
+        f"= {base_rate:,.0f}/s",
+        flush=True,
+    )
+
+    # The command, on the same starting state; then a rerun that must post nothing.
+    reset(ctx.url)
+    create_users(ctx.url, users)
+    first = run_command(ctx.url, GRANT)
+    granted = _granted(first.stdout)
+    rate = granted / first.seconds
+    print(
+        f"  ledger_grant: {granted:,} granted in {first.seconds:.2f} s = {rate:,.0f}/s, "
+        f"peak RSS {first.max_rss_mb:.1f} MB",
+        flush=True,
+    )
+    again = run_command(ctx.url, GRANT)
+    regranted = _granted(again.stdout)
+    print(
+        f"  rerun: {regranted:,} granted in {again.seconds:.2f} s "
+        f"({again.seconds / first.seconds:.1%} of the first run)",
+        flush=True,
+    )
+    analyze(ctx.url)
+
+    # Memory: the grant above, and the export over 1,000,000+ entries, vs a tenth of the data.
+    (long_user,) = create_users(ctx.url, 1, prefix="long", seed=False)
+    create_history(ctx.url, long_user, history)
+    entries = _entries(ctx.url)
+    export = run_command(ctx.url, EXPORT, keep_stdout=False)
+    print(
+        f"  ledger_export of {entries:,} entries: {export.seconds:.1f} s "
+        f"({entries / export.seconds:,.0f} rows/s), peak RSS {export.max_rss_mb:.1f} MB",
+        flush=True,
+    )
+    small = _memory_pass(ctx, users // 10, history // 10, "a tenth of the data")
+
+    ctx.record(
+        NAME,
+        {
+            "users": users,
+            "baseline": {"entries": base_rows, "seconds": base_seconds},
+            "grant": {"entries": granted, "seconds": first.seconds, "rss_mb": first.max_rss_mb},
+            "rerun": {"entries": regranted, "seconds": again.seconds},
+            "export": {"entries": entries, "seconds": export.seconds, "rss_mb": export.max_rss_mb},
+            "small": small,
+        },
+    )
+    return [
+        Row(
+            f"4. bulk grant, {users:,} users",
+            "entries/s",
+            rate,
+            base_rate,
+            target=0.3,
+            extra_ok=rate >= 20_000,
+            extra_target=">= 20,000/s",
+        ),
+        Row(
+            "4. grant rerun vs first run",
+            "seconds",
+            again.seconds,
+            first.seconds,
+            max_ratio=0.1,
+            extra_ok=regranted == 0,
+            extra_target="posts 0",
+            detail=f"posted {regranted}",
+        ),
+        Row(
+            f"4. grant peak RSS, {users:,} vs {small['users']:,} users",
+            "MB",
+            first.max_rss_mb,
+            small["grant_rss_mb"],
+            max_ratio=1.25,
+        ),
+        Row(
+            f"4. export peak RSS, {entries:,} vs {small['entries']:,} entries",
+            "MB",
+            export.max_rss_mb,
+            small["export_rss_mb"],
+            max_ratio=1.25,
+        ),
+    ]

@@ -1,0 +1,195 @@
+"""Scenario 5: the REST API under gunicorn, vs a trivial authenticated DRF view on the same server.
+
+The bench starts gunicorn (gthread workers, keep-alive) on a free loopback port with production
+settings (DEBUG off) and the bench URLconf (bench/urls.py adds ``/bench/trivial/``), and drives it
+from a separate process (bench/loadgen.py) with random users' tokens:
+
+- CREDIT_SPEND: ``POST /api/alpha/entries/`` vs ``POST /bench/trivial/`` with the same body;
+- balance: ``GET /api/alpha/balance/`` vs ``GET /bench/trivial/``.
+
+The baseline view has the same authentication (token, one query), permission and throttling:
+the gap is the API's own work (serializers, the service, the entry's two statements).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import socket
+import subprocess
+import time
+import urllib.request
+from typing import Any
+
+from bench import loadgen
+from bench.common import BASE_DIR, Run, bench_env, create_tokens, create_users, reset
+from bench.report import Context, Row
+
+NAME = "rest"
+WORKERS = 2
+THREADS = 4
+CONNECTIONS = 4
+SPEND = {"operation": "CREDIT_SPEND", "amount": 1}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_gunicorn(url: str, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            str(BASE_DIR / ".venv" / "bin" / "gunicorn")
+            if (BASE_DIR / ".venv" / "bin" / "gunicorn").exists()
+            else "gunicorn",
+            "ledger_project.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(WORKERS),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(THREADS),
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+        ],
+        cwd=BASE_DIR,
+        env=bench_env(url, CONN_MAX_AGE="600"),
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError("gunicorn did not answer /healthz within 60 s")
+
+
+def _in_child(
+    port: int, method: str, path: str, tokens: list[str], body: Any, expect: int, duration: float
+) -> Run:
+    """Run the load generator in a separate (forked) process and bring its Run back."""
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+
+    def target() -> None:
+        try:
+            queue.put(
+                (
+                    "ok",
+                    loadgen.load(
+                        port,
+                        method,
+                        path,
+                        tokens,
+                        body=body,
+                        expect=expect,
+                        connections=CONNECTIONS,
+                        duration=duration,
+                    ),
+                )
+            )
+        except BaseException as exc:
+            queue.put(("error", repr(exc)))
+
+    proc = ctx.Process(target=target, daemon=True)
+    proc.start()
+    status, result = queue.get(timeout=duration + 120)
+    proc.join(timeout=30)
+    if status != "ok":
+        raise RuntimeError(f"load generator failed: {result}")
+    return result
+
+
+def run(ctx: Context) -> list[Row]:
+    users = 200 if ctx.smoke else 10_000
+    with_tokens = 200 if ctx.smoke else 2_000
+    seconds = 2.0 if ctx.smoke else 30.0
+    read_seconds = 2.0 if ctx.smoke else 10.0
+    reset(ctx.url)
+    ids = create_users(ctx.url, users)
+    tokens = create_tokens(ctx.url, ids[:with_tokens])
+    port = _free_port()
+    print(
+        f"  gunicorn gthread {WORKERS} workers x {THREADS} threads on 127.0.0.1:{port}; "
+        f"{CONNECTIONS} keep-alive connections, {with_tokens} users' tokens",
+        flush=True,
+    )
+    server = start_gunicorn(ctx.url, port)
+    try:
+        # Warm every worker thread (connections, imports) before measuring.
+        loadgen.load(
+            port,
+            "POST",
+            "/api/alpha/entries/",
+            tokens,
+            body=SPEND,
+            expect=201,
+            connections=CONNECTIONS * 2,
+            duration=1.0,
+        )
+        loadgen.load(
+            port,
+            "POST",
+            "/bench/trivial/",
+            tokens,
+            body=SPEND,
+            connections=CONNECTIONS * 2,
+            duration=0.5,
+        )
+        spend = _in_child(port, "POST", "/api/alpha/entries/", tokens, SPEND, 201, seconds)
+        ctx.show("POST entries (CREDIT_SPEND)", spend)
+        trivial_post = _in_child(port, "POST", "/bench/trivial/", tokens, SPEND, 200, seconds)
+        ctx.show("POST trivial view", trivial_post)
+        balance = _in_child(port, "GET", "/api/alpha/balance/", tokens, None, 200, read_seconds)
+        ctx.show("GET balance", balance)
+        trivial_get = _in_child(port, "GET", "/bench/trivial/", tokens, None, 200, read_seconds)
+        ctx.show("GET trivial view", trivial_get)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    ctx.record(
+        NAME,
+        {
+            "workers": WORKERS,
+            "threads": THREADS,
+            "connections": CONNECTIONS,
+            "spend": spend.summary(),
+            "trivial_post": trivial_post.summary(),
+            "balance": balance.summary(),
+            "trivial_get": trivial_get.summary(),
+        },
+    )
+    return [
+        Row(
+            "5. REST spend (POST entries)",
+            "req/s",
+            spend.rate,
+            trivial_post.rate,
+            target=0.5,
+            extra_ok=spend.pct(99) < 50 and spend.errors == 0,
+            extra_target="p99 < 50 ms",
+            detail=f"p50/p99 {spend.pct(50):.1f}/{spend.pct(99):.1f} ms vs "
+            f"{trivial_post.pct(50):.1f}/{trivial_post.pct(99):.1f} ms; {spend.errors} errors",
+        ),
+        Row(
+            "5. REST balance (GET balance)",
+            "req/s",
+            balance.rate,
+            trivial_get.rate,
+            detail=f"p50/p99 {balance.pct(50):.1f}/{balance.pct(99):.1f} ms vs "
+            f"{trivial_get.pct(50):.1f}/{trivial_get.pct(99):.1f} ms",
+        ),
+    ]
