@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from core_ledger.management.base import LedgerCommand
-from core_ledger.selectors import balance_get
+from core_ledger.selectors import balance_get, balance_list
 
 FORMATS = ("table", "json", "csv")
 
@@ -45,8 +45,10 @@ Examples:
         top = options["top"]
         if top is not None and top < 1:
             raise CommandError("--top must be a positive number.")
-        qs = ledger.balance_model.objects.order_by("-balance", "user_id").values(
-            "user_id", "user__username", "balance", "updated_at"
+        qs = (
+            balance_list(ledger=ledger)
+            .order_by("-balance", "user_id")
+            .values("user_id", "user__username", "balance", "updated_at")
         )
         if top is not None:
             qs = qs[:top]

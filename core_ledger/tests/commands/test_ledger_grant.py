@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -101,10 +103,6 @@ def test_users_file_with_key_reports_unknown_users_and_rerun_is_idempotent(
 def test_failure_output_names_the_unknown_user(run, ledger: Ledger, db, tmp_path: Path) -> None:
     users_file = tmp_path / "users.txt"
     users_file.write_text("ghost\n")
-    from io import StringIO
-
-    from django.core.management import call_command
-
     out = StringIO()
     with pytest.raises(CommandError):
         call_command(
@@ -137,3 +135,26 @@ def test_refusals_write_nothing(run, ledger: Ledger, user, extra: list[str], mes
     with pytest.raises(CommandError, match=message):
         run("ledger_grant", "--ledger", ledger.label, *extra)
     assert ledger.entry_model.objects.count() == count
+
+
+class _Terminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_only(ledger: Ledger, db) -> None:
+    for _ in range(3):
+        make_user()
+    out, err = StringIO(), _Terminal()
+    call_command(
+        "ledger_grant",
+        "--ledger",
+        ledger.label,
+        "--operation",
+        "DAILY_REWARD",
+        "--all-users",
+        stdout=out,
+        stderr=err,
+    )
+    assert "3/3" in err.getvalue() and "100%" in err.getvalue()
+    assert "3 granted" in out.getvalue() and "100%" not in out.getvalue()

@@ -44,3 +44,27 @@ def test_corrupted_balance_is_listed_and_exits_1(run, ledger: Ledger, user) -> N
 def test_unknown_ledger(run) -> None:
     with pytest.raises(CommandError, match="Known ledgers: alpha, beta"):
         run("ledger_verify", "--ledger", "nope")
+
+
+@pytest.mark.corrupts_ledger
+def test_entry_breaking_the_chain_is_listed(ledger: Ledger, user) -> None:
+    """An entry slipped in with raw SQL (INSERT is allowed; the guard refuses UPDATE/DELETE)."""
+    table = connection.ops.quote_name(ledger.entry_model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (user_id, operation, amount, balance_after, "
+            "request_fingerprint, description, metadata, created_at, day) "
+            "VALUES (%s, 'CREDIT_ADD', 5, 999, '', '', '{}', now(), current_date) RETURNING id",
+            [user.pk],
+        )
+        (entry_id,) = cursor.fetchone()
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    with pytest.raises(CommandError, match="2 discrepancies found"):
+        call_command("ledger_verify", "--ledger", ledger.label, stdout=out)
+    text = out.getvalue()
+    assert f"[{ledger.label}] broken_chain: user {user.pk} entry {entry_id}" in text
+    assert f"[{ledger.label}] balance_mismatch: user {user.pk}" in text
