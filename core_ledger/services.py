@@ -29,7 +29,7 @@ from core_ledger.exceptions import (
     OperationNotAllowed,
     ValidationFailed,
 )
-from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy, registry
+from core_ledger.ledger import Direction, Frequency, Ledger, OperationRule, PostedBy, registry
 from core_ledger.models import (
     DESCRIPTION_MAX_LENGTH,
     IDEMPOTENCY_KEY_MAX_LENGTH,
@@ -565,7 +565,9 @@ def grant_bulk(
     sql_grant = (
         f"WITH locked AS (SELECT user_id, balance FROM {balance_table} "
         "WHERE user_id = ANY(%s::bigint[]) ORDER BY user_id FOR UPDATE), "
-        "t AS (SELECT clock_timestamp() AS ts), "
+        # The time is read after every row lock is held (count(*) drains `locked`), so an entry
+        # never predates one it waited for: balance_at reads by time, the chain runs by id.
+        "t AS (SELECT clock_timestamp() AS ts FROM (SELECT count(*) FROM locked) AS all_locked), "
         f"ins AS (INSERT INTO {entry_table} (user_id, operation, amount, balance_after, "
         "idempotency_key, request_fingerprint, description, metadata, created_at, day) "
         "SELECT l.user_id, %s, %s, l.balance + %s, %s, %s, %s, '{}'::jsonb, t.ts, "
@@ -574,8 +576,38 @@ def grant_bulk(
         f"UPDATE {balance_table} AS b SET balance = b.balance + %s, updated_at = clock_timestamp() "
         "FROM ins WHERE b.user_id = ins.user_id"
     )
-    for batch in _chunks(user_ids, batch_size):
-        batch = sorted(set(batch))
+    # Who in a batch still lacks the grant: a read on the unique index that would refuse it, so
+    # a rerun locks and writes nothing. Only a shortcut: ON CONFLICT DO NOTHING stays the guard.
+    already: list[str] = []
+    already_params: list[Any] = []
+    if key is not None:
+        already.append("e.idempotency_key = %s")
+        already_params.append(key)
+    if rule.frequency is Frequency.ONCE:
+        already.append("e.operation = %s")
+        already_params.append(operation)
+    elif rule.frequency is Frequency.DAILY:
+        already.append(
+            "(e.operation = %s AND e.day = (clock_timestamp() AT TIME ZONE 'UTC')::date)"
+        )
+        already_params.append(operation)
+    sql_pending = (
+        "SELECT u FROM unnest(%s::bigint[]) AS u WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {entry_table} e WHERE e.user_id = u AND ({' OR '.join(already)})) "
+        "ORDER BY u"
+    )
+    for chunk in _chunks(user_ids, batch_size):
+        batch = sorted(set(chunk))
+        if already:
+            with connection.cursor() as cursor:
+                cursor.execute(sql_pending, [batch, *already_params])
+                pending = [row[0] for row in cursor.fetchall()]
+            summary.skipped += len(batch) - len(pending)
+            batch = pending
+        if not batch:
+            if on_batch is not None:
+                on_batch(len(chunk))
+            continue
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(sql_ensure, [batch])
@@ -622,7 +654,7 @@ def grant_bulk(
                     else:
                         summary.granted += 1
         if on_batch is not None:
-            on_batch(len(batch))
+            on_batch(len(chunk))
     return summary
 
 
