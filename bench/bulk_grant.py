@@ -2,13 +2,12 @@
 a rerun that must post nothing; and the peak memory of the grant and of ``ledger_export``.
 
 The grant and the export run as child processes (``manage.py``-style, through
-``bench.command``) so that their peak RSS is their own (``os.wait4``). Memory must stay flat as
+``bench.command``) so that their peak RSS is their own (``VmHWM``). Memory must stay flat as
 the data grows: each is also run on a data set a tenth of the size, and the two peaks compared.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -42,27 +41,25 @@ class Child:
 
 
 def run_command(url: str, args: list[str], *, keep_stdout: bool = True) -> Child:
-    """Run ``bench.command`` in a child; its own time (from the child) and peak RSS (wait4)."""
+    """Run ``bench.command`` in a child process; its own timing and peak RSS (bench/command.py)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(
+        proc = subprocess.run(
             [sys.executable, "-m", "bench.command", *args],
             cwd=BASE_DIR,
             env=bench_env(url),
             stdout=out if keep_stdout else subprocess.DEVNULL,
             stderr=err,
+            check=False,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}: {stderr[-2000:]}")
-    seconds = next(
-        float(line.split()[1]) for line in stderr.splitlines() if line.startswith("BENCH_SECONDS")
-    )
-    # ru_maxrss is in KiB on Linux.
-    return Child(seconds=seconds, max_rss_mb=usage.ru_maxrss / 1024, stdout=stdout)
+    marks = dict(line.split()[:2] for line in stderr.splitlines() if line.startswith("BENCH_"))
+    seconds = float(marks["BENCH_SECONDS"])
+    peak_kb = int(marks["BENCH_PEAK_KB"])
+    return Child(seconds=seconds, max_rss_mb=peak_kb / 1024, stdout=stdout)
 
 
 def baseline_grant(url: str) -> tuple[float, int]:
