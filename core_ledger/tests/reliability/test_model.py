@@ -56,7 +56,8 @@ APP_SPEC: dict[str, dict[str, tuple[int, str, str, bool]]] = {
 LEDGERS = sorted(APP_SPEC)
 N_USERS = 3
 
-OPERATIONS = sorted({*SHARED_SPEC, *itertools.chain.from_iterable(APP_SPEC.values())}) + [
+OPERATIONS = [
+    *sorted({*SHARED_SPEC, *itertools.chain.from_iterable(APP_SPEC.values())}),
     "REVERSAL",
     "NO_SUCH_OPERATION",
 ]
@@ -149,10 +150,7 @@ class LedgerModel:
             if amount is not None:
                 return Outcome("refuse", "validation_error")
             amount = self.fixed[ledger][operation]
-        if (
-            type(amount) is not int  # noqa: E721 - bool, float, str and None are all refused
-            or not 1 <= amount <= MAX_AMOUNT
-        ):
+        if type(amount) is not int or not 1 <= amount <= MAX_AMOUNT:
             return Outcome("refuse", "validation_error")
         if len(description) > 500 or "\x00" in description:
             return Outcome("refuse", "validation_error")
