@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 from typing import Any
 
@@ -89,17 +90,34 @@ Examples:
             "metadata",
             "created_by_id",
         ).iterator(chunk_size=CHUNK_SIZE)
-        out = self.stdout
+        # Rows are formatted into a buffer and written a chunk at a time: one write per chunk
+        # instead of one per row, and memory bounded by CHUNK_SIZE rows.
+        buffer = io.StringIO()
         if options["format"] == "jsonl":
-            for row in rows:
+            encode = json.JSONEncoder(ensure_ascii=False).encode
+            for n, row in enumerate(rows, start=1):
                 record = dict(zip(COLUMNS, row, strict=True))
                 record["created_at"] = record["created_at"].isoformat()
-                out.write(json.dumps(record, ensure_ascii=False))
-            return
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in rows:
-            values = list(row)
-            values[1] = values[1].isoformat()
-            values[10] = json.dumps(values[10], ensure_ascii=False, sort_keys=True)
-            writer.writerow(values)
+                buffer.write(encode(record))
+                buffer.write("\n")
+                if n % CHUNK_SIZE == 0:
+                    buffer = self._flush(buffer)
+        else:
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for n, row in enumerate(rows, start=1):
+                values = list(row)
+                values[1] = values[1].isoformat()
+                values[10] = json.dumps(values[10], ensure_ascii=False, sort_keys=True)
+                writer.writerow(values)
+                if n % CHUNK_SIZE == 0:
+                    buffer = self._flush(buffer)
+                    writer = csv.writer(buffer, lineterminator="\n")
+        self._flush(buffer)
+
+    def _flush(self, buffer: io.StringIO) -> io.StringIO:
+        text = buffer.getvalue()
+        if text:
+            self.stdout.write(text, ending="")
+            self.stdout.flush()
+        return io.StringIO()

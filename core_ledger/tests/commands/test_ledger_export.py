@@ -62,3 +62,22 @@ def test_streams_through_a_server_side_cursor(run, ledger: Ledger) -> None:
     # a plain client-side SELECT would load every row into memory at once.
     selects = [q["sql"] for q in queries if ledger.entry_model._meta.db_table in q["sql"]]
     assert selects and all(s.startswith("DECLARE ") for s in selects), selects
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_chunk_boundaries_lose_and_repeat_nothing(
+    run, ledger: Ledger, user, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    from core_ledger.management.commands import ledger_export
+
+    monkeypatch.setattr(ledger_export, "CHUNK_SIZE", 2)
+    for amount in (1, 2, 3, 4):
+        set_balance(ledger=ledger, user=user, to=1000 + amount)
+    out, _ = run("ledger_export", "--ledger", ledger.label, "--format", fmt)
+    lines = out.splitlines()
+    if fmt == "csv":
+        ids = [int(r["id"]) for r in csv.DictReader(io.StringIO(out))]
+    else:
+        ids = [json.loads(line)["id"] for line in lines]
+    assert ids == list(ledger.entry_model.objects.order_by("id").values_list("id", flat=True))
+    assert len(ids) == 5 + ledger.entry_model.objects.exclude(user=user).count()
