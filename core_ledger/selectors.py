@@ -145,6 +145,15 @@ def _checks(entry_table: str, balance_table: str) -> list[tuple[str, str]]:
             WHERE o.user_id <> r.user_id OR o.operation = 'REVERSAL' OR r.amount <> -o.amount
             """,
         ),
+        (
+            # The daily-once unique index is on `day`: a day that is not created_at's UTC date
+            # would let a second claim through (or refuse a rightful one).
+            "day_mismatch",
+            f"""
+            SELECT user_id, id, 'day ' || day || ' is not the UTC date of created_at ' || created_at
+            FROM {entry_table} WHERE day <> (created_at AT TIME ZONE 'UTC')::date
+            """,
+        ),
     ]
 
 
@@ -152,8 +161,8 @@ def ledger_check(*, ledger: Ledger, user_ids: list[int] | None = None) -> list[D
     """Every broken invariant of ``ledger`` (all users, or only ``user_ids``): empty when sound.
 
     Checks balance = sum of entries, no negative balance, an unbroken ``balance_after`` chain in
-    id order, and reversals that undo an entry of the same user exactly (the unique index
-    already makes each entry reversible once).
+    id order, reversals that undo an entry of the same user exactly (the unique index
+    already makes each entry reversible once), and each entry's ``day`` is its UTC date.
     """
     qn = connection.ops.quote_name
     entry_table = qn(ledger.entry_model._meta.db_table)
