@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -72,6 +72,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             error_body("database_unavailable", "The database is unavailable; retry shortly."),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, DataError):
+        # SQLSTATE class 22: a value the database cannot hold or compare. Inputs are checked
+        # before they reach a query; this is the net behind those checks, never a 500.
+        logger.warning("Data error in an API request", exc_info=exc)
+        return Response(
+            error_body("validation_error", "A value in the request is out of range."),
+            status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, RequestDataTooBig):
         return Response(

@@ -8,11 +8,13 @@ from typing import Any
 from django import forms
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework.filters import OrderingFilter
 from rest_framework.request import Request
 
+from core_ledger.api.serializers import as_utc
 from core_ledger.ledger import registry
 
 
@@ -23,6 +25,23 @@ class IntegerFilter(filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """The filter's form field: an ISO 8601 moment normalised to UTC (see ``as_utc``)."""
+
+    def to_python(self, value: Any) -> Any:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return as_utc(parsed)
+        except OverflowError:
+            raise forms.ValidationError("The moment is out of range.", code="invalid") from None
+
+
+class UtcIsoDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
+
+
 class EntryFilter(filters.FilterSet):
     """``operation``, ``created_after`` (inclusive), ``created_before`` (exclusive), ``user``.
 
@@ -31,10 +50,10 @@ class EntryFilter(filters.FilterSet):
     """
 
     operation = filters.ChoiceFilter(choices=[])
-    created_after = filters.IsoDateTimeFilter(
+    created_after = UtcIsoDateTimeFilter(
         field_name="created_at", lookup_expr="gte", help_text="Entries at or after (ISO 8601)."
     )
-    created_before = filters.IsoDateTimeFilter(
+    created_before = UtcIsoDateTimeFilter(
         field_name="created_at", lookup_expr="lt", help_text="Entries before (ISO 8601)."
     )
     user = IntegerFilter(field_name="user_id", help_text="Staff: one user's entries.")

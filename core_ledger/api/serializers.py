@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -59,6 +61,27 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return str(super().to_internal_value(data))
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO 8601 (and Python) allow.
+
+    Raises ``OverflowError`` when the moment falls outside the years 1-9999 once in UTC.
+    """
+    return value.astimezone(dt_timezone.utc)
+
+
+class UtcDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 moment, normalised to UTC before it reaches a query."""
+
+    default_error_messages = {"range": "The moment is out of range."}
+
+    def to_internal_value(self, value: Any) -> datetime:
+        parsed = super().to_internal_value(value)
+        try:
+            return as_utc(parsed)
+        except OverflowError:
+            self.fail("range")
 
 
 @extend_schema_field(METADATA_SCHEMA)
@@ -210,7 +233,7 @@ class BalanceSerializer(serializers.Serializer[Any]):
 class BalanceQuerySerializer(serializers.Serializer[Any]):
     """Query parameters of the balance endpoint."""
 
-    at = serializers.DateTimeField(
+    at = UtcDateTimeField(
         required=False,
         help_text="ISO 8601 moment; the balance right after the last entry up to then.",
     )

@@ -145,7 +145,7 @@ class TokenView(ObtainAuthToken):
         tags=["auth"],
         operation_id="auth_token_create",
         request=AuthTokenSerializer,
-        responses={200: TokenSerializer, **errors(400, 429, 503)},
+        responses={200: TokenSerializer, **errors(400, 415, 429, 503)},
         auth=[],
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
