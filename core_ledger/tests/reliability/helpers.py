@@ -168,3 +168,101 @@ def time_order_violations(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return list(cursor.fetchall())
+
+
+def test_database_url(db_name: str) -> str:
+    """``DATABASE_URL`` of this run, pointing at database ``db_name`` (the test database)."""
+    import os
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path=f"/{db_name}"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GunicornServer:
+    """``gunicorn`` with several workers on a free loopback port, production settings (DEBUG
+    off), serving the test database; a context manager that always stops it."""
+
+    def __init__(
+        self, db_name: str, *, workers: int = 3, extra_env: dict[str, str] | None = None
+    ) -> None:
+        import os
+        import secrets
+
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(db_name),
+            "DEBUG": "0",
+            "SECRET_KEY": "rel-" + secrets.token_hex(32),
+            "SECURE_SSL_REDIRECT": "0",
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "API_THROTTLE_USER": "1000000/min",
+            "API_THROTTLE_ANON": "1000000/min",
+            **(extra_env or {}),
+        }
+        self.workers = workers
+        self.process: Any = None
+        self.log: Any = None
+
+    def __enter__(self) -> GunicornServer:
+        import subprocess
+        import sys
+        import tempfile
+
+        import httpx
+        from django.conf import settings
+
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "ledger_project.wsgi",
+                "-w",
+                str(self.workers),
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "--timeout",
+                "60",
+            ],
+            cwd=str(settings.BASE_DIR),
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)  # polling readiness of a child process
+        self.__exit__(None, None, None)
+        raise AssertionError("gunicorn did not become healthy")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except Exception:
+                self.process.kill()
+                self.process.wait(5)
