@@ -175,3 +175,20 @@ def test_ledgers_list(user: Any, api: Any) -> None:
     assert alpha["DAILY_REWARD"]["fixed_amount"] == 10
     beta = {op["value"]: op for op in body[1]["operations"]}
     assert beta["DAILY_REWARD"]["fixed_amount"] == 5
+
+
+@pytest.mark.parametrize(
+    ("at", "status"),
+    [
+        ("0205-12-29T08:35:31+19:21", 200),  # an offset PostgreSQL itself would refuse
+        ("2026-01-01T00:00:00-23:59", 200),
+        ("0001-01-01T00:00:00+05:00", 400),  # before year 1 once in UTC
+        ("9999-12-31T23:59:59-05:00", 400),  # after year 9999 once in UTC
+        ("2026-01-01", 200),  # a date alone is midnight
+    ],
+)
+def test_odd_but_valid_moments(ledger: Ledger, api: Any, at: str, status: int) -> None:
+    response = api.get(url(ledger, "balance/"), {"at": at})
+    assert response.status_code == status, response.content
+    if status == 400:
+        assert error_code(response) == "validation_error"

@@ -185,3 +185,18 @@ def test_session_auth_reads_too(ledger: Ledger, user: Any) -> None:
     other = make_user()
     theirs = _credit(ledger, other)
     assert client.get(url(ledger, f"entries/{theirs}/")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"created_after": "0205-12-29T08:35:31+19:21"}, 200),
+        ({"created_before": "2026-01-01T00:00:00-23:59"}, 200),
+        ({"created_after": "0001-01-01T00:00:00+05:00"}, 400),
+    ],
+)
+def test_odd_moments_in_filters(
+    ledger: Ledger, api: Any, params: dict[str, str], status: int
+) -> None:
+    response = api.get(url(ledger, "entries/"), params)
+    assert response.status_code == status, response.content
