@@ -226,3 +226,14 @@ def test_database_down_is_503_not_500(ledger: Ledger) -> None:
         connection.settings_dict.clear()
         connection.settings_dict.update(saved)
     assert anon.get("/healthz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_browsable_api_pages_render_for_a_session_user(ledger: Ledger, staff: Any) -> None:
+    client = session_client(staff)
+    entry = ledger.entry_model.objects.filter(user=staff).first()
+    assert entry is not None
+    for path in ("entries/", f"entries/{entry.pk}/", "balance/", "balances/"):
+        response = client.get(url(ledger, path), HTTP_ACCEPT="text/html")
+        assert response.status_code == 200, path
+        assert b"<html" in response.content.lower()
