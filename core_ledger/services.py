@@ -325,9 +325,14 @@ def _write(
 
 
 def _entry_instance(ledger: Ledger, **values: Any) -> AbstractLedgerEntry:
+    """The entry just written, as a saved model instance (no query to read it back)."""
     entry = ledger.entry_model(**values)
     entry._state.adding = False
     entry._state.db = "default"
+    # A new entry has not been reversed: say so, or reading ``entry.reversed_by`` (the API's
+    # output does) costs a query per post to learn it.
+    reversed_by: Any = entry._meta.get_field("reversed_by")  # type: ignore[misc]
+    reversed_by.set_cached_value(entry, None)
     return entry
 
 
