@@ -27,7 +27,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) .env
+
+# Development values so that plain `.venv/bin/python manage.py …` works after `make run`.
+# Git and Docker ignore .env; production sets real values in its environment instead.
+.env:
+	@printf '# Written by make for local development (see .env.example). Not for production.\nDEBUG=1\n' > .env
+	@echo "Created .env with DEBUG=1 for local development."
 
 db: install
 	@$(BIN)/python -m ledger_project.devdb describe
