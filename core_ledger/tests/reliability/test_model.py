@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -455,8 +456,9 @@ def test_service_layer_matches_the_model(figures: Any) -> None:
     run_state_machine_as_test(
         LedgerMachine,
         settings=settings(
-            max_examples=40,
-            stateful_step_count=30,
+            # Longer runs: RELIABILITY_MODEL_EXAMPLES=500 RELIABILITY_MODEL_STEPS=60 pytest ...
+            max_examples=int(os.environ.get("RELIABILITY_MODEL_EXAMPLES", "40")),
+            stateful_step_count=int(os.environ.get("RELIABILITY_MODEL_STEPS", "30")),
             deadline=None,
             database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -52,10 +52,11 @@ def test_processes_on_hot_users_lose_nothing_and_invent_nothing(figures: Any) ->
             ledgers=registry.labels(),
             users=users,
             db_name=connection.settings_dict["NAME"],
+            min_operations=60,
         )
         for i in range(PROCESSES)
     ]
-    reports = run_processes(plans=plans, transport_name="service", timeout=SECONDS)
+    reports = run_processes(plans=plans, transport_name="service", timeout=3 * SECONDS)
     result = verify(reports=reports, users=users, baseline=baseline)
     result["seed"] = seed
     _check_and_report(figures, "processes (service)", result, users)
@@ -79,10 +80,11 @@ def test_gunicorn_workers_under_concurrent_clients_lose_nothing(figures: Any) ->
                 base_url=server.base_url,
                 tokens=tokens,
                 staff_token=staff_token,
+                min_operations=60,
             )
             for i in range(3)
         ]
-        reports = run_processes(plans=plans, transport_name="http", timeout=SECONDS)
+        reports = run_processes(plans=plans, transport_name="http", timeout=3 * SECONDS)
         assert "Traceback" not in server.output(), server.output()
     result = verify(reports=reports, users=users, baseline=baseline)
     result["seed"] = seed
