@@ -78,9 +78,11 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     str,
     OpenApiParameter.HEADER,
     required=False,
-    description="1-255 printable ASCII characters, scoped to the caller and the ledger. The same "
-    "key with the same request replays the first answer (header Idempotent-Replayed: true); "
-    "with a different request it is refused with 422 idempotency_key_reused.",
+    description="1-255 printable ASCII characters, unique per ledger and account holder. The same "
+    "key with the same request from the same caller replays the first answer (201, header "
+    "Idempotent-Replayed: true, nothing posted); any other request with it is refused with 422 "
+    "idempotency_key_reused. Keys are kept as long as the entries (they live on the entry row); "
+    "refused requests do not store the key.",
 )
 
 
