@@ -420,3 +420,12 @@ def test_form_bodies_are_415(ledger: Ledger, api: Any) -> None:
     response = api.post(url(ledger, "entries/"), {"operation": "DAILY_REWARD"}, format="multipart")
     assert response.status_code == 415
     assert error_code(response) == "unsupported_media_type"
+
+
+def test_huge_body_is_refused_not_500(ledger: Ledger, user: Any, api: Any) -> None:
+    count = _count(ledger)
+    body = b'{"operation": "CREDIT_SPEND", "amount": 1, "description": "' + b"x" * 3_000_000 + b'"}'
+    response = api.generic("POST", url(ledger, "entries/"), body, content_type="application/json")
+    assert response.status_code in (400, 413)
+    assert error_code(response) == "validation_error"
+    assert _count(ledger) == count
