@@ -342,3 +342,88 @@ def test_bulk_grants_and_single_posts_over_overlapping_users_never_deadlock(
     assert _deadlocks() == deadlocks_before
     operations = sum(results[:3]) + daily_granted + results[5] + results[6]
     figures("bulk/single concurrent operations", operations)
+
+
+@pytest.mark.slow
+def test_backend_of_a_gunicorn_worker_killed_mid_request_is_a_503_and_the_retry_posts_once(
+    figures: Any,
+) -> None:
+    """End to end: the database backend serving a real gunicorn worker dies while the post holds
+    the balance row (its entry INSERT is blocked by a table lock); the client gets a clean 503,
+    nothing is written, and the client's retry with the same key posts exactly once."""
+    import httpx
+    from rest_framework.authtoken.models import Token
+
+    from core_ledger.ledger import registry
+    from core_ledger.tests.reliability.helpers import GunicornServer
+
+    ledger = registry.get(registry.labels()[0])
+    user = fast_user()
+    token = Token.objects.create(user=user).key
+    headers = {"Authorization": f"Token {token}", "Idempotency-Key": "killed-mid-request"}
+    body = {"operation": Op.CREDIT_SPEND, "amount": 9}
+    entry_table = ledger.entry_model._meta.db_table
+    with GunicornServer(connection.settings_dict["NAME"], workers=2) as server:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            assert client.get(f"/api/{ledger.label}/balance/", headers=headers).status_code == 200
+            before = snapshot([user.pk])
+            blocker = connections.create_connection("default")
+            blocker.set_autocommit(False)
+            with blocker.cursor() as cursor:
+                cursor.execute(f'LOCK TABLE "{entry_table}" IN SHARE MODE')  # blocks INSERTs
+            try:
+                request = Worker(
+                    lambda: client.post(f"/api/{ledger.label}/entries/", json=body, headers=headers)
+                )
+                request.start()
+                pid = _wait_for_blocked_insert(entry_table)
+                with connection.cursor() as cursor:
+                    # The worker's transaction has already moved (and locked) the balance row.
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'transactionid'",
+                        [pid],
+                    )
+                    assert cursor.fetchone()[0] >= 1
+                    cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+                    assert cursor.fetchone()[0] is True
+                FAULTS["terminated backends"] += 1
+            finally:
+                blocker.rollback()
+                blocker.close()
+            response = request.outcome()
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] in ("database_unavailable", "ledger_busy")
+            assert snapshot([user.pk]) == before
+            assert not ledger.entry_model.objects.filter(
+                idempotency_key=headers["Idempotency-Key"]
+            ).exists()
+
+            retry = client.post(f"/api/{ledger.label}/entries/", json=body, headers=headers)
+            assert retry.status_code == 201 and "Idempotent-Replayed" not in retry.headers
+            again = client.post(f"/api/{ledger.label}/entries/", json=body, headers=headers)
+            assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+            assert again.json()["id"] == retry.json()["id"]
+        assert "Traceback" not in server.output().split("Database unavailable")[0]
+    assert (
+        balance_get(ledger=ledger, user_id=user.pk) == before.balances[(ledger.label, user.pk)] - 9
+    )
+    figures("faults injected so far", dict(FAULTS))
+
+
+def _wait_for_blocked_insert(entry_table: str) -> int:
+    """The pid of the backend whose INSERT into ``entry_table`` waits on a lock."""
+    import time
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE %s AND pid <> pg_backend_pid()",
+                [f'%INSERT INTO "{entry_table}"%'],
+            )
+            row = cursor.fetchone()
+        if row:
+            return int(row[0])
+        time.sleep(0.01)  # polling the server's own state
+    raise AssertionError("the worker's INSERT never blocked")
