@@ -356,3 +356,38 @@ def test_no_secret_is_committed() -> None:
             if not PLACEHOLDER.search(match.group(2)) and "$" not in match.group(0):
                 found.append(f"{path}: {match.group(1)}={match.group(2)[:6]}…")
     assert not found, found
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_production_server_redirects_to_https_and_sends_security_headers() -> None:
+    """gunicorn with DEBUG off and the SSL redirect on (the production default): plain HTTP is
+    redirected except /healthz; behind a TLS proxy, responses carry HSTS and the other headers;
+    errors show no debug page."""
+    import httpx
+    from django.db import connection
+
+    from core_ledger.tests.reliability.helpers import GunicornServer
+
+    env = {"SECURE_SSL_REDIRECT": "1", "USE_X_FORWARDED_PROTO": "1"}
+    with (
+        GunicornServer(connection.settings_dict["NAME"], workers=1, extra_env=env) as server,
+        httpx.Client(base_url=server.base_url, timeout=20, follow_redirects=False) as http,
+    ):
+        health = http.get("/healthz")
+        assert health.status_code == 200  # exempt: load balancers probe over plain HTTP
+        plain = http.get("/api/ledgers/")
+        assert plain.status_code == 301
+        assert plain.headers["Location"].startswith("https://127.0.0.1")
+        proxied = http.get("/api/ledgers/", headers={"X-Forwarded-Proto": "https"})
+        assert proxied.status_code == 401
+        assert proxied.headers["WWW-Authenticate"].startswith("Token")
+        assert "max-age=31536000" in proxied.headers["Strict-Transport-Security"]
+        assert proxied.headers["X-Content-Type-Options"] == "nosniff"
+        assert proxied.headers["X-Frame-Options"] == "DENY"
+        missing = http.get("/no-such-page/", headers={"X-Forwarded-Proto": "https"})
+        assert missing.status_code == 404
+        assert "Traceback" not in missing.text and "DEBUG" not in missing.text
+        api_missing = http.get("/api/nope/", headers={"X-Forwarded-Proto": "https"})
+        assert api_missing.status_code == 404
+        assert api_missing.json()["error"]["code"] == "not_found"
