@@ -54,7 +54,7 @@ class ServiceTransport:
 
         self.registry = registry
 
-    def post(self, ledger: str, user: int, op: str, amount: int, key: str | None) -> Outcome:
+    def post(self, ledger: str, user: int, op: str, amount: int | None, key: str | None) -> Outcome:
         from core_ledger.exceptions import LedgerError
         from core_ledger.services import entry_post
 
@@ -116,8 +116,10 @@ class HttpTransport:
             raise AssertionError(f"{response.status_code}: {response.text[:300]}")
         return Outcome(False, code=body["error"]["code"])
 
-    def post(self, ledger: str, user: int, op: str, amount: int, key: str | None) -> Outcome:
-        if op == "CREDIT_SPEND":
+    def post(self, ledger: str, user: int, op: str, amount: int | None, key: str | None) -> Outcome:
+        if op == "DAILY_REWARD":  # a fixed amount: the user claims it, sending none
+            token, body = self.plan.tokens[user], {"operation": op}
+        elif op == "CREDIT_SPEND":
             token, body = self.plan.tokens[user], {"operation": op, "amount": amount}
         else:
             token = self.plan.staff_token
@@ -246,6 +248,14 @@ def _load(plan: Plan, transport: Any) -> dict[str, Any]:
             # One key, one request, shared by every process: exactly one entry must result.
             k = rng.randrange(SHARED_KEYS_PER_USER)
             keyed_post(ledger, user, "CREDIT_ADD", k + 1, f"shared-{k}", "shared")
+        elif roll < 0.90:
+            # Every process claims the daily reward now and then: one claim per user per day.
+            operations += 1
+            out = transport.post(ledger, user, "DAILY_REWARD", None, None)
+            if out.ok:
+                acked.append({**out.entry, "ledger": ledger, "replayed": False, "kind": "daily"})
+            else:
+                refusals[out.code] += 1
         else:
             candidates = transport.recent_entries(ledger, user)
             operations += 1
@@ -362,6 +372,15 @@ def verify(
             if a["kind"] == "shared":
                 shared_ids.setdefault((a["user"], a["idempotency_key"]), set()).add(a["id"])
         assert all(len(ids) == 1 for ids in shared_ids.values()), shared_ids
+        # Daily claims raced by every process: one per user per day, and each acknowledged.
+        claims = Counter(
+            ledger.entry_model.objects.filter(
+                user_id__in=users, operation="DAILY_REWARD"
+            ).values_list("user_id", "day")
+        )
+        assert all(n == 1 for n in claims.values()), claims
+        daily_acks = sum(1 for a in acked if a["kind"] == "daily")
+        assert daily_acks == sum(claims.values()), (daily_acks, claims)
         # A key that was only ever refused left nothing.
         refused = [
             (user, key) for r in reports for (lab, user, key) in r["refused_keys"] if lab == label
