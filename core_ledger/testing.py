@@ -43,3 +43,20 @@ def set_balance(*, ledger: Ledger, user: AbstractBaseUser, to: int) -> int:
         )
     assert balance_get(ledger=ledger, user_id=user.pk) == to
     return to
+
+
+def database_url(name: str | None = None) -> str:
+    """A ``DATABASE_URL`` for the current connection's server and ``name`` (default: the
+    database in use, i.e. the test database inside a test), for subprocesses such as
+    ``manage.py`` or gunicorn."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    params = connection.settings_dict
+    auth = quote(params.get("USER") or "", safe="")
+    if params.get("PASSWORD"):
+        auth += ":" + quote(params["PASSWORD"], safe="")
+    host = quote(params.get("HOST") or "", safe="")
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    return f"postgres://{auth}@{host}{port}/{name or params['NAME']}"

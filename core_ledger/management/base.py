@@ -15,6 +15,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import Ledger, registry
@@ -62,6 +63,12 @@ class LedgerCommand(BaseCommand):
         except LedgerError as exc:
             # One line: the stable code, then the human message.
             raise CommandError(f"{exc.code}: {exc.message}") from exc
+        except DatabaseError as exc:
+            # Still one line, never a traceback: the usual cause is a database not migrated yet.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CommandError(
+                f"database error: {first} (is the database migrated? python manage.py migrate)"
+            ) from exc
         except BrokenPipeError:
             # The reader went away (`... | head`): stop quietly, as Unix tools do, and keep the
             # interpreter's final flush from raising again.

@@ -9,6 +9,8 @@ import sys
 import pytest
 from django.conf import settings
 
+from core_ledger.testing import database_url
+
 
 @pytest.mark.parametrize(
     ("args", "line"),
@@ -23,11 +25,12 @@ from django.conf import settings
         ),
     ],
 )
-def test_command_line_error_is_one_line_and_exit_1(args: list[str], line: str) -> None:
+def test_command_line_error_is_one_line_and_exit_1(args: list[str], line: str, db: None) -> None:
     done = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=settings.BASE_DIR,
-        env={**os.environ, "DEBUG": "1"},
+        # The test database: migrated, whatever state the development database is in.
+        env={**os.environ, "DEBUG": "1", "DATABASE_URL": database_url()},
         capture_output=True,
         text=True,
         timeout=120,
