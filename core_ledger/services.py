@@ -583,7 +583,9 @@ def grant_bulk(
         "(t.ts AT TIME ZONE 'UTC')::date FROM locked l, t ORDER BY l.user_id "
         "ON CONFLICT DO NOTHING RETURNING user_id) "
         f"UPDATE {balance_table} AS b SET balance = b.balance + %s, updated_at = clock_timestamp() "
-        "FROM ins WHERE b.user_id = ins.user_id"
+        # The ANY() bound lets the planner read the batch's rows by primary key instead of
+        # scanning the whole balance table once per batch.
+        "FROM ins WHERE b.user_id = ins.user_id AND b.user_id = ANY(%s::bigint[])"
     )
     # Who in a batch still lacks the grant: a read on the unique index that would refuse it, so
     # a rerun locks and writes nothing. Only a shortcut: ON CONFLICT DO NOTHING stays the guard.
@@ -600,26 +602,34 @@ def grant_bulk(
             "(e.operation = %s AND e.day = (clock_timestamp() AT TIME ZONE 'UTC')::date)"
         )
         already_params.append(operation)
+    # The same read tells which users still need a balance row (most have one since signup).
     sql_pending = (
-        "SELECT u FROM unnest(%s::bigint[]) AS u WHERE NOT EXISTS "
-        f"(SELECT 1 FROM {entry_table} e WHERE e.user_id = u AND ({' OR '.join(already)})) "
-        "ORDER BY u"
+        f"SELECT u, EXISTS (SELECT 1 FROM {balance_table} b WHERE b.user_id = u) "
+        "FROM unnest(%s::bigint[]) AS u WHERE "
+        + (
+            f"NOT EXISTS (SELECT 1 FROM {entry_table} e WHERE e.user_id = u "
+            f"AND ({' OR '.join(already)}))"
+            if already
+            else "true"
+        )
+        + " ORDER BY u"
     )
     for chunk in _chunks(user_ids, batch_size):
         batch = sorted(set(chunk))
-        if already:
-            with connection.cursor() as cursor:
-                cursor.execute(sql_pending, [batch, *already_params])
-                pending = [row[0] for row in cursor.fetchall()]
-            summary.skipped += len(batch) - len(pending)
-            batch = pending
+        with connection.cursor() as cursor:
+            cursor.execute(sql_pending, [batch, *already_params])
+            pending = cursor.fetchall()
+        summary.skipped += len(batch) - len(pending)
+        batch = [user_id for user_id, _ in pending]
+        without_balance = [user_id for user_id, has_balance in pending if not has_balance]
         if not batch:
             if on_batch is not None:
                 on_batch(len(chunk))
             continue
         try:
             with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(sql_ensure, [batch])
+                if without_balance:
+                    cursor.execute(sql_ensure, [without_balance])
                 cursor.execute(
                     sql_grant,
                     [
@@ -631,6 +641,7 @@ def grant_bulk(
                         fingerprint,
                         description,
                         signed,
+                        batch,
                     ],
                 )
                 granted = cursor.rowcount
