@@ -60,6 +60,8 @@ def test_processes_on_hot_users_lose_nothing_and_invent_nothing(figures: Any) ->
     result = verify(reports=reports, users=users, baseline=baseline)
     result["seed"] = seed
     _check_and_report(figures, "processes (service)", result, users)
+    # Processes sent one key with different amounts: the losers were refused, not posted.
+    assert result["refusals"].get("idempotency_key_reused", 0) > 0, result
 
 
 def test_gunicorn_workers_under_concurrent_clients_lose_nothing(figures: Any) -> None:

@@ -247,7 +247,13 @@ def _load(plan: Plan, transport: Any) -> dict[str, Any]:
         elif roll < 0.85:
             # One key, one request, shared by every process: exactly one entry must result.
             k = rng.randrange(SHARED_KEYS_PER_USER)
-            keyed_post(ledger, user, "CREDIT_ADD", k + 1, f"shared-{k}", "shared")
+            if rng.random() < 0.5:
+                keyed_post(ledger, user, "CREDIT_ADD", k + 1, f"shared-{k}", "shared")
+            else:
+                # One key, a different amount per process: one wins, the others get 422.
+                k %= 2  # few such keys, so processes do collide on them
+                amount = k + 1 + plan.worker
+                keyed_post(ledger, user, "CREDIT_ADD", amount, f"shared-c{k}", "shared")
         elif roll < 0.90:
             # Every process claims the daily reward now and then: one claim per user per day.
             operations += 1
