@@ -6,8 +6,8 @@ Several OS processes, each with its own connection (and with ``--http``, HTTP cl
 and retried idempotent requests on a few hot users for the given time. Then every acknowledged
 write must be in the database exactly as acknowledged, nothing unacknowledged may have been
 written, keys that were only ever refused must have left nothing, and ``ledger_check`` must hold.
-Runs on the bench database (``bench_shared_ledger``), never on the development or a test
-database. Prints its figures; exit status 1 when a check fails.
+Runs on its own database (``soak_shared_ledger``, created and migrated on first use), never on
+the development, a test or the other benchmarks' database (they TRUNCATE theirs). Prints its figures; exit status 1 when a check fails.
 
 The load itself is ``core_ledger/tests/reliability/workers.py`` (the test runs it for seconds).
 """
@@ -21,6 +21,28 @@ import time
 import uuid
 from typing import Any
 
+SOAK_DB = "soak_shared_ledger"
+
+
+def _ensure_database(url: str) -> None:
+    """Create and migrate the soak database (reused between runs; nothing is ever truncated)."""
+    import subprocess
+
+    import psycopg
+
+    from bench.common import BASE_DIR, bench_env, with_database
+
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [SOAK_DB]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{SOAK_DB}"')
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=BASE_DIR,
+        env=bench_env(url),
+        check=True,
+    )
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
@@ -33,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gunicorn-workers", type=int, default=4)
     args = parser.parse_args(argv)
 
-    from bench.common import BENCH_DB, bench_env, bench_url, ensure_database
+    from bench.common import bench_env, source_url, with_database
 
-    url = bench_url()
-    print(f"Soak on the bench database {BENCH_DB}", flush=True)
-    ensure_database(url)
+    url = with_database(source_url(), SOAK_DB)
+    print(f"Soak on its own database {SOAK_DB}", flush=True)
+    _ensure_database(url)
     os.environ.update(bench_env(url))
     import django
 
@@ -72,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": args.seconds,
             "ledgers": registry.labels(),
             "users": users,
-            "db_name": BENCH_DB,
+            "db_name": SOAK_DB,
             "tokens": tokens,
             "staff_token": staff_token,
         }
@@ -84,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         started = time.perf_counter()
         if transport == "http":
-            with GunicornServer(BENCH_DB, workers=args.gunicorn_workers) as server:
+            with GunicornServer(SOAK_DB, workers=args.gunicorn_workers) as server:
                 plans = [
                     Plan(worker=i, seed=seed + i, base_url=server.base_url, **common)
                     for i in range(args.processes)
