@@ -11,6 +11,20 @@ from rest_framework.request import Request
 MAX_PAGE_SIZE = 500
 
 
+def strict_page_size(request: Request, param: str, default: int) -> int:
+    """``?page_size=``: a whole number from 1 to 500, else a 400 (never a silent default or cap)."""
+    raw = request.query_params.get(param)
+    if raw is None or raw == "":
+        return default
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise exceptions.ValidationError({param: [f"A whole number from 1 to {MAX_PAGE_SIZE}."]})
+    return size
+
+
 class EntryCursorPagination(CursorPagination):
     """Newest first by id. Ids only grow, so inserts between fetches neither repeat nor skip rows.
 
@@ -22,6 +36,9 @@ class EntryCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
+
+    def get_page_size(self, request: Request) -> int:
+        return strict_page_size(request, self.page_size_query_param, self.page_size)
 
     def decode_cursor(self, request: Request) -> Any:
         try:
@@ -39,6 +56,9 @@ class BalancePagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
+
+    def get_page_size(self, request: Request) -> int:
+        return strict_page_size(request, self.page_size_query_param, self.page_size)
 
     def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
         try:

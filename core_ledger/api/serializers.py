@@ -164,7 +164,14 @@ class EntryCreateSerializer(serializers.Serializer[Any]):
             raise serializers.ValidationError(exc.details.get("metadata", [exc.message])) from None
 
     def validate_user(self, value: int) -> int:
-        if not get_user_model().objects.filter(pk=value).exists():
+        request = self.context["request"]
+        # Only those who may post for others learn whether an id exists; a regular user naming
+        # anyone else is refused by the service (403) whether the account exists or not.
+        if (
+            value != request.user.pk
+            and can_read_all(self.context["view"].ledger, request.user)
+            and not get_user_model().objects.filter(pk=value).exists()
+        ):
             raise serializers.ValidationError("No such user.")
         return value
 

@@ -114,6 +114,16 @@ def test_user_cannot_post_for_another_user(
     assert _count(ledger) == count
 
 
+def test_a_regular_user_cannot_tell_which_user_ids_exist(
+    ledger: Ledger, user: Any, other_user: Any, api: Any
+) -> None:
+    body = {"operation": "CREDIT_SPEND", "amount": 1}
+    real = api.post(url(ledger, "entries/"), {**body, "user": other_user.pk}, format="json")
+    ghost = api.post(url(ledger, "entries/"), {**body, "user": 2**62}, format="json")
+    assert (real.status_code, ghost.status_code) == (403, 403)
+    assert real.json() == ghost.json()
+
+
 def test_user_cannot_post_staff_operations(ledger: Ledger, user: Any, api: Any) -> None:
     staff_ops = [op for op, rule in ledger.rules.items() if rule.posted_by is PostedBy.STAFF]
     assert SharedOperation.CREDIT_ADD in staff_ops

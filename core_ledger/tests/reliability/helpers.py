@@ -171,12 +171,10 @@ def time_order_violations(
 
 
 def test_database_url(db_name: str) -> str:
-    """``DATABASE_URL`` of this run, pointing at database ``db_name`` (the test database)."""
-    import os
-    from urllib.parse import urlsplit, urlunsplit
+    """``DATABASE_URL`` for database ``db_name`` (the test database) on this run's server."""
+    from core_ledger.testing import database_url
 
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path=f"/{db_name}"))
+    return database_url(db_name)
 
 
 def free_port() -> int:
