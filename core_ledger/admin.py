@@ -363,7 +363,9 @@ class LedgerUserAdmin(UserAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
             return fieldsets
-        return [*fieldsets, ("Ledgers", {"fields": ("ledger_balances",)})]
+        # First, right under the login: what an operator opens a user's page for.
+        first, *rest = fieldsets
+        return [first, ("Ledgers", {"fields": ("ledger_balances",)}), *rest]
 
     @admin.display(description="balances")
     def ledger_balances(self, obj: Any) -> SafeString:
