@@ -8,6 +8,7 @@ the minimum round trips. The row lock serialises writers per (ledger, user); the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -18,7 +19,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    IntegrityError,
+    connection,
+    connections,
+    transaction,
+)
 
 from core_ledger.exceptions import (
     AlreadyClaimed,
@@ -241,8 +249,13 @@ _ENTRY_COLUMNS = (
 
 
 def _tables(ledger: Ledger) -> tuple[str, str]:
+    return _quoted_tables(ledger.entry_model, ledger.balance_model)
+
+
+@functools.cache
+def _quoted_tables(entry_model: type[Any], balance_model: type[Any]) -> tuple[str, str]:
     qn = connection.ops.quote_name
-    return qn(ledger.entry_model._meta.db_table), qn(ledger.balance_model._meta.db_table)
+    return qn(entry_model._meta.db_table), qn(balance_model._meta.db_table)
 
 
 def _prepared_cursor_class() -> Any:
@@ -275,25 +288,26 @@ def _statement_cursor() -> Any:
     PgBouncer in transaction mode before 1.21: ``SHARED_LEDGER_PREPARED_STATEMENTS = False``
     gives the plain cursor back.
     """
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each proxy attribute is a look-up
     if (
         _PreparedCursor is None
-        or connection.vendor != "postgresql"
+        or db.vendor != "postgresql"
         or not getattr(settings, "SHARED_LEDGER_PREPARED_STATEMENTS", True)
         # Query logging (DEBUG, assertNumQueries) reads the statement from the cursor, which
         # psycopg leaves empty for a prepared execution: log the plain way instead.
-        or connection.queries_logged
+        or db.queries_logged
     ):
-        return connection.cursor()
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    raw = connection.connection
+        return db.cursor()
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    raw = db.connection
     if raw.prepare_threshold is None:
         # Django sets None, which turns even an explicit prepare=True off. A threshold nothing
         # reaches keeps automatic preparation off for every other statement (Django's own
         # cursors bind client-side and never prepare anyway) and lets ours through.
         raw.prepare_threshold = sys.maxsize
-    with connection.wrap_database_errors:
-        return connection._prepare_cursor(_PreparedCursor(connection.connection))  # type: ignore[attr-defined]
+    with db.wrap_database_errors:
+        return db._prepare_cursor(_PreparedCursor(raw))  # type: ignore[attr-defined]
 
 
 def _constraint_name(exc: BaseException) -> str:
@@ -321,7 +335,7 @@ def _write(
 ) -> AbstractLedgerEntry:
     """Move the balance and append the entry in one transaction: two statements."""
     entry_table, balance_table = _tables(ledger)
-    metadata_json = json.dumps(dict(metadata or {}), allow_nan=False)
+    metadata_json = json.dumps(dict(metadata), allow_nan=False) if metadata else "{}"
     with transaction.atomic(), _statement_cursor() as cursor:
         if amount > 0:
             cursor.execute(
@@ -373,7 +387,7 @@ def _write(
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
         description=description,
-        metadata=json.loads(metadata_json),
+        metadata=json.loads(metadata_json) if metadata else {},
         reverses_id=reverses_id,
         created_by_id=actor_id,
         created_at=created_at,
@@ -381,14 +395,21 @@ def _write(
     )
 
 
+@functools.cache
+def _attnames(model: type[Any]) -> tuple[str, ...]:
+    return tuple(field.attname for field in model._meta.concrete_fields)
+
+
 def _entry_instance(ledger: Ledger, **values: Any) -> AbstractLedgerEntry:
     """The entry just written, as a saved model instance (no query to read it back)."""
-    entry = ledger.entry_model(**values)
+    # Positional values in field order: Model.__init__'s fast path (as when loading a row).
+    model: Any = ledger.entry_model
+    entry = model(*[values[name] for name in _attnames(model)])
     entry._state.adding = False
     entry._state.db = "default"
     # A new entry has not been reversed: say so, or reading ``entry.reversed_by`` (the API's
     # output does) costs a query per post to learn it.
-    reversed_by: Any = entry._meta.get_field("reversed_by")  # type: ignore[misc]
+    reversed_by: Any = entry._meta.get_field("reversed_by")
     reversed_by.set_cached_value(entry, None)
     return entry
 
