@@ -677,9 +677,11 @@ def grant_bulk(
         )
         already_params.append(operation)
     # The same read tells which users still need a balance row (most have one since signup).
+    # (A join bounded by ANY(), read on the primary key: an EXISTS per user was planned as a
+    # hashed subplan over the whole balance table, 40 ms per batch at 100,000 users.)
     sql_pending = (
-        f"SELECT u, EXISTS (SELECT 1 FROM {balance_table} b WHERE b.user_id = u) "
-        "FROM unnest(%s::bigint[]) AS u WHERE "
+        "SELECT u, b.user_id IS NOT NULL FROM unnest(%s::bigint[]) AS u "
+        f"LEFT JOIN {balance_table} b ON b.user_id = u AND b.user_id = ANY(%s::bigint[]) WHERE "
         + (
             f"NOT EXISTS (SELECT 1 FROM {entry_table} e WHERE e.user_id = u "
             f"AND ({' OR '.join(already)}))"
@@ -691,7 +693,7 @@ def grant_bulk(
     for chunk in _chunks(user_ids, batch_size):
         batch = sorted(set(chunk))
         with connection.cursor() as cursor:
-            cursor.execute(sql_pending, [batch, *already_params])
+            cursor.execute(sql_pending, [batch, batch, *already_params])
             pending = cursor.fetchall()
         summary.skipped += len(batch) - len(pending)
         batch = [user_id for user_id, _ in pending]
