@@ -14,6 +14,7 @@ the gap is the API's own work (serializers, the service, the entry's two stateme
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import socket
 import subprocess
 import time
@@ -25,9 +26,9 @@ from bench.common import BASE_DIR, Run, bench_env, create_tokens, create_users, 
 from bench.report import Context, Row
 
 NAME = "rest"
-WORKERS = 2
-THREADS = 4
-CONNECTIONS = 4
+# Override with BENCH_GUNICORN=<workers>x<threads> and BENCH_CONNECTIONS=<n> to try others.
+WORKERS, THREADS = (int(x) for x in os.environ.get("BENCH_GUNICORN", "2x4").split("x"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
 SPEND = {"operation": "CREDIT_SPEND", "amount": 1}
 
 
