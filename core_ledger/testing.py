@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 
 from core_ledger.ledger import Ledger
 from core_ledger.operations import SharedOperation
@@ -60,3 +63,27 @@ def database_url(name: str | None = None) -> str:
     host = quote(params.get("HOST") or "", safe="")
     port = f":{params['PORT']}" if params.get("PORT") else ""
     return f"postgres://{auth}@{host}{port}/{name or params['NAME']}"
+
+
+def race(n: int, action: Callable[[int], Any], *, timeout: float = 60) -> list[Any]:
+    """Run ``action(i)`` in ``n`` threads released together by a barrier, each on its own
+    database connection (closed at the end); return each result, or the exception it raised."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait(timeout=timeout)
+            results[i] = action(i)
+        except Exception as exc:  # handed back to the test, which asserts on it
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads), "a racing thread hung"
+    return results

@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import Ledger
 from core_ledger.operations import SharedOperation as Op
 from core_ledger.selectors import balance_get, ledger_check
 from core_ledger.services import entry_post
-from core_ledger.testing import make_user, set_balance
+from core_ledger.testing import make_user, race, set_balance
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def race(n: int, action: Callable[[int], Any]) -> list[Any]:
-    """Run ``action`` in ``n`` threads released together; return each result or exception."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = action(i)
-        except Exception as exc:  # collected and asserted on by the test
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a racing thread hung"
-    return results
 
 
 def outcome(result: Any) -> str:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from core_ledger.ledger import Ledger
 from core_ledger.selectors import balance_get
-from core_ledger.testing import make_user, set_balance
+from core_ledger.testing import make_user, race, set_balance
 from core_ledger.tests.api.conftest import error_code, token_client, url
 
 KEY = "order-7f3a-0001"
@@ -147,22 +145,8 @@ def test_concurrent_same_key_posts_write_once(ledger: Ledger, poster: str) -> No
     body: dict[str, Any] = {"operation": "CREDIT_SPEND", "amount": 7, "user": owner.pk}
     threads_n = 8
     clients = [token_client(caller) for _ in range(threads_n)]  # tokens made before the race
-    barrier = threading.Barrier(threads_n)
-    results: list[Any] = [None] * threads_n
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = _post(clients[i], ledger, body, key="race-key")
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert all(r is not None for r in results)
+    results = race(threads_n, lambda i: _post(clients[i], ledger, body, key="race-key"))
+    assert not [r for r in results if isinstance(r, Exception)]
     assert [r.status_code for r in results] == [201] * threads_n, [r.content for r in results]
     ids = {r.json()["id"] for r in results}
     assert len(ids) == 1
