@@ -56,6 +56,8 @@ METADATA_MAX_KEYS = 20
 METADATA_KEY_MAX_LENGTH = 64
 METADATA_VALUE_MAX_LENGTH = 500
 METADATA_MAX_BYTES = 4096
+# Users whose grant status a bulk grant reads per round trip (see grant_bulk).
+PRECHECK_SIZE = 10_000
 
 Actor = AbstractBaseUser | AnonymousUser | None
 
@@ -589,6 +591,16 @@ def signup_credits_grant(*, user_id: int) -> list[AbstractLedgerEntry]:
     return granted
 
 
+def _bigint_array(ids: list[int]) -> str:
+    """``ids`` as one PostgreSQL array literal, for a ``%s::bigint[]`` parameter.
+
+    Django binds parameters client-side, and psycopg dumps a Python list element by element
+    (4 ms for 2,000 ids, twice per statement: 16 ms of a 2,000-user batch); one string is one
+    parameter. ``int()`` keeps it a list of integers whatever the caller passed.
+    """
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
+
+
 def _chunks(ids: Iterable[int], size: int) -> Iterable[list[int]]:
     batch: list[int] = []
     for user_id in ids:
@@ -672,8 +684,9 @@ def grant_bulk(
         already.append("e.operation = %s")
         already_params.append(operation)
     elif rule.frequency is Frequency.DAILY:
+        # Today read once (an init plan), so that it is part of the index condition.
         already.append(
-            "(e.operation = %s AND e.day = (clock_timestamp() AT TIME ZONE 'UTC')::date)"
+            "(e.operation = %s AND e.day = (SELECT (clock_timestamp() AT TIME ZONE 'UTC')::date))"
         )
         already_params.append(operation)
     # The same read tells which users still need a balance row (most have one since signup).
@@ -690,35 +703,19 @@ def grant_bulk(
         )
         + " ORDER BY u"
     )
-    for chunk in _chunks(user_ids, batch_size):
-        batch = sorted(set(chunk))
-        with connection.cursor() as cursor:
-            cursor.execute(sql_pending, [batch, batch, *already_params])
-            pending = cursor.fetchall()
-        summary.skipped += len(batch) - len(pending)
+
+    def grant_batch(pending: list[tuple[int, bool]]) -> None:
+        """One transaction: the balance rows of those lacking one, then the grant itself."""
         batch = [user_id for user_id, _ in pending]
         without_balance = [user_id for user_id, has_balance in pending if not has_balance]
-        if not batch:
-            if on_batch is not None:
-                on_batch(len(chunk))
-            continue
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 if without_balance:
-                    cursor.execute(sql_ensure, [without_balance])
+                    cursor.execute(sql_ensure, [_bigint_array(without_balance)])
+                ids = _bigint_array(batch)
                 cursor.execute(
                     sql_grant,
-                    [
-                        batch,
-                        operation,
-                        signed,
-                        signed,
-                        key,
-                        fingerprint,
-                        description,
-                        signed,
-                        batch,
-                    ],
+                    [ids, operation, signed, signed, key, fingerprint, description, signed, ids],
                 )
                 granted = cursor.rowcount
             summary.granted += granted
@@ -749,6 +746,18 @@ def grant_bulk(
                         summary.skipped += 1
                     else:
                         summary.granted += 1
+
+    # The pre-check reads up to PRECHECK_SIZE users per round trip (a rerun is mostly these
+    # reads); the writes still go batch_size users per transaction.
+    for chunk in _chunks(user_ids, max(batch_size, PRECHECK_SIZE)):
+        group = sorted(set(chunk))
+        with connection.cursor() as cursor:
+            ids = _bigint_array(group)
+            cursor.execute(sql_pending, [ids, ids, *already_params])
+            pending = cursor.fetchall()
+        summary.skipped += len(group) - len(pending)
+        for first in range(0, len(pending), batch_size):
+            grant_batch(pending[first : first + batch_size])
         if on_batch is not None:
             on_batch(len(chunk))
     return summary
