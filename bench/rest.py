@@ -26,9 +26,14 @@ from bench.common import BASE_DIR, Run, bench_env, create_tokens, create_users, 
 from bench.report import Context, Row
 
 NAME = "rest"
-# Override with BENCH_GUNICORN=<workers>x<threads> and BENCH_CONNECTIONS=<n> to try others.
+# Override with BENCH_GUNICORN=<workers>x<threads> and BENCH_CONNECTIONS=<n>[,<n>…].
 WORKERS, THREADS = (int(x) for x in os.environ.get("BENCH_GUNICORN", "2x4").split("x"))
-CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
+# The issue's target is a rate "at p99 under 50 ms": each side is driven at these numbers of
+# connections, and its figure is the best rate among the runs whose p99 is under P99_LIMIT_MS
+# (the highest rate, flagged, when none is).
+LEVELS = tuple(int(x) for x in os.environ.get("BENCH_CONNECTIONS", "2,4").split(","))
+CONNECTIONS = max(LEVELS)
+P99_LIMIT_MS = 50.0
 SPEND = {"operation": "CREDIT_SPEND", "amount": 1}
 
 
@@ -75,8 +80,23 @@ def start_gunicorn(url: str, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("gunicorn did not answer /healthz within 60 s")
 
 
+def _best(runs: dict[int, Run]) -> tuple[int, Run]:
+    """The run with the highest rate among those under the p99 limit (else the highest rate)."""
+    under = {c: r for c, r in runs.items() if r.pct(99) < P99_LIMIT_MS and r.errors == 0}
+    pool = under or runs
+    level = max(pool, key=lambda c: pool[c].rate)
+    return level, pool[level]
+
+
 def _in_child(
-    port: int, method: str, path: str, tokens: list[str], body: Any, expect: int, duration: float
+    port: int,
+    method: str,
+    path: str,
+    tokens: list[str],
+    body: Any,
+    expect: int,
+    duration: float,
+    connections: int = CONNECTIONS,
 ) -> Run:
     """Run the load generator in a separate (forked) process and bring its Run back."""
     ctx = mp.get_context("fork")
@@ -94,7 +114,7 @@ def _in_child(
                         tokens,
                         body=body,
                         expect=expect,
-                        connections=CONNECTIONS,
+                        connections=connections,
                         duration=duration,
                     ),
                 )
@@ -114,7 +134,7 @@ def _in_child(
 def run(ctx: Context) -> list[Row]:
     users = 200 if ctx.smoke else 10_000
     with_tokens = 200 if ctx.smoke else 2_000
-    seconds = 2.0 if ctx.smoke else 30.0
+    seconds = 1.0 if ctx.smoke else 15.0  # per connection level
     read_seconds = 2.0 if ctx.smoke else 10.0
     reset(ctx.url)
     ids = create_users(ctx.url, users)
@@ -122,7 +142,7 @@ def run(ctx: Context) -> list[Row]:
     port = _free_port()
     print(
         f"  gunicorn gthread {WORKERS} workers x {THREADS} threads on 127.0.0.1:{port}; "
-        f"{CONNECTIONS} keep-alive connections, {with_tokens} users' tokens",
+        f"{'/'.join(map(str, LEVELS))} keep-alive connections, {with_tokens} users' tokens",
         flush=True,
     )
     server = start_gunicorn(ctx.url, port)
@@ -147,10 +167,19 @@ def run(ctx: Context) -> list[Row]:
             connections=CONNECTIONS * 2,
             duration=0.5,
         )
-        spend = _in_child(port, "POST", "/api/alpha/entries/", tokens, SPEND, 201, seconds)
-        ctx.show("POST entries (CREDIT_SPEND)", spend)
-        trivial_post = _in_child(port, "POST", "/bench/trivial/", tokens, SPEND, 200, seconds)
-        ctx.show("POST trivial view", trivial_post)
+        spends: dict[int, Run] = {}
+        trivials: dict[int, Run] = {}
+        for level in LEVELS:
+            spends[level] = _in_child(
+                port, "POST", "/api/alpha/entries/", tokens, SPEND, 201, seconds, level
+            )
+            ctx.show(f"POST entries (CREDIT_SPEND), {level} conn", spends[level])
+            trivials[level] = _in_child(
+                port, "POST", "/bench/trivial/", tokens, SPEND, 200, seconds, level
+            )
+            ctx.show(f"POST trivial view, {level} conn", trivials[level])
+        spend_level, spend = _best(spends)
+        trivial_level, trivial_post = _best(trivials)
         balance = _in_child(port, "GET", "/api/alpha/balance/", tokens, None, 200, read_seconds)
         ctx.show("GET balance", balance)
         trivial_get = _in_child(port, "GET", "/bench/trivial/", tokens, None, 200, read_seconds)
@@ -166,9 +195,12 @@ def run(ctx: Context) -> list[Row]:
         {
             "workers": WORKERS,
             "threads": THREADS,
-            "connections": CONNECTIONS,
-            "spend": spend.summary(),
-            "trivial_post": trivial_post.summary(),
+            "connections": list(LEVELS),
+            "p99_limit_ms": P99_LIMIT_MS,
+            "spend_by_connections": {c: r.summary() for c, r in spends.items()},
+            "trivial_post_by_connections": {c: r.summary() for c, r in trivials.items()},
+            "spend": {"connections": spend_level, **spend.summary()},
+            "trivial_post": {"connections": trivial_level, **trivial_post.summary()},
             "balance": balance.summary(),
             "trivial_get": trivial_get.summary(),
         },
@@ -180,9 +212,10 @@ def run(ctx: Context) -> list[Row]:
             spend.rate,
             trivial_post.rate,
             target=0.5,
-            extra_ok=spend.pct(99) < 50 and spend.errors == 0,
+            extra_ok=spend.pct(99) < P99_LIMIT_MS and spend.errors == 0,
             extra_target="p99 < 50 ms",
-            detail=f"p50/p99 {spend.pct(50):.1f}/{spend.pct(99):.1f} ms vs "
+            detail=f"{spend_level} vs {trivial_level} connections; p50/p99 "
+            f"{spend.pct(50):.1f}/{spend.pct(99):.1f} ms vs "
             f"{trivial_post.pct(50):.1f}/{trivial_post.pct(99):.1f} ms; {spend.errors} errors",
         ),
         Row(
