@@ -102,7 +102,7 @@ def test_generates_every_file(tmp_path: Path) -> None:
 
 def _copy_project(dest: Path) -> Path:
     def ignore(directory: str, names: list[str]) -> set[str]:
-        return {n for n in names if n in NOT_COPIED or n.endswith((".pyc", ".sqlite3"))}
+        return {n for n in names if n in NOT_COPIED or n.endswith(".pyc")}
 
     shutil.copytree(PROJECT, dest, ignore=ignore)
     return dest
