@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from ledger_project.devdb import running_url
+
 PROJECT = Path(settings.BASE_DIR)
 NOT_COPIED = {
     ".venv",
@@ -115,6 +117,8 @@ def test_generated_app_passes_its_own_tests_in_a_project_copy(tmp_path: Path) ->
     env = {
         **os.environ,
         "DEBUG": "1",
+        # The copy has no embedded server of its own: use this run's server.
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or running_url() or "",
         # Its own throwaway test database, apart from this run's.
         "TEST_DATABASE_NAME": os.environ.get("TEST_DATABASE_NAME", "test_shared_ledger")
         + "_startledgerapp",
