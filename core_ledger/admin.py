@@ -32,7 +32,7 @@ from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import Ledger, PostedBy, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, IDEMPOTENCY_KEY_MAX_LENGTH
 from core_ledger.operations import SharedOperation
-from core_ledger.selectors import balances_for_user, ledger_totals
+from core_ledger.selectors import balances_for_user, ledger_totals, user_find
 from core_ledger.services import entry_post, entry_reverse
 
 
@@ -130,11 +130,7 @@ class PostEntryForm(forms.Form):
         return f"{direction}, fixed {fixed}" if fixed else direction
 
     def clean_user(self) -> Any:
-        text = self.cleaned_data["user"].strip()
-        User = get_user_model()
-        user = User.objects.filter(**{User.USERNAME_FIELD: text}).first()
-        if user is None and text.isdigit():
-            user = User.objects.filter(pk=int(text)).first()
+        user = user_find(text=self.cleaned_data["user"])
         if user is None:
             raise forms.ValidationError("No user with this username or id.")
         return user

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 
@@ -195,3 +197,16 @@ def ledger_totals(*, ledger: Ledger) -> LedgerTotals:
         users=Count("user_id", filter=Q(balance__gt=0)),
     )
     return LedgerTotals(outstanding=int(row["outstanding"]), users_with_balance=int(row["users"]))
+
+
+def user_find(*, text: str | int) -> Any:
+    """The user whose username is ``text``, else whose id it is (when numeric); None if neither.
+
+    Operators name users either way in the admin and on the command line.
+    """
+    User = get_user_model()
+    value = str(text).strip()
+    user = User.objects.filter(**{User.USERNAME_FIELD: value}).first()
+    if user is None and value.isdigit():
+        user = User.objects.filter(pk=int(value)).first()
+    return user

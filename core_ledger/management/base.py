@@ -19,6 +19,7 @@ from django.db import DatabaseError
 
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import Ledger, registry
+from core_ledger.selectors import user_find
 
 
 def _known() -> str:
@@ -95,13 +96,11 @@ class LedgerCommand(BaseCommand):
 
     def get_user(self, value: str | int) -> Any:
         """A user by username, else by id when ``value`` is a number; CommandError if none."""
-        User = get_user_model()
-        text = str(value).strip()
-        user = User.objects.filter(**{User.USERNAME_FIELD: text}).first()
-        if user is None and text.isdigit():
-            user = User.objects.filter(pk=int(text)).first()
+        user = user_find(text=value)
         if user is None:
-            raise CommandError(f"No user {text!r} (looked up by username, then by id).")
+            raise CommandError(
+                f"No user {str(value).strip()!r} (looked up by username, then by id)."
+            )
         return user
 
 
