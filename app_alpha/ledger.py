@@ -3,7 +3,6 @@
 from app_alpha.models import AlphaBalance, AlphaEntry
 from app_alpha.operations import AlphaOperation
 from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
-from core_ledger.operations import SharedOperation
 
 ledger = Ledger(
     label="alpha",
@@ -16,7 +15,7 @@ ledger = Ledger(
         AlphaOperation.GAME_ENTRY_FEE: OperationRule(Direction.DEBIT, PostedBy.USER),
     },
     fixed_amounts={
-        SharedOperation.SIGNUP_CREDIT: 100,
-        SharedOperation.DAILY_REWARD: 10,
+        AlphaOperation.SIGNUP_CREDIT: 100,
+        AlphaOperation.DAILY_REWARD: 10,
     },
 )

@@ -3,7 +3,6 @@
 from app_beta.models import BetaBalance, BetaEntry
 from app_beta.operations import BetaOperation
 from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
-from core_ledger.operations import SharedOperation
 
 ledger = Ledger(
     label="beta",
@@ -15,5 +14,5 @@ ledger = Ledger(
         BetaOperation.REFERRAL_BONUS: OperationRule(Direction.CREDIT, PostedBy.STAFF),
         BetaOperation.PURCHASE: OperationRule(Direction.DEBIT, PostedBy.USER),
     },
-    fixed_amounts={SharedOperation.SIGNUP_CREDIT: 50, SharedOperation.DAILY_REWARD: 5},
+    fixed_amounts={BetaOperation.SIGNUP_CREDIT: 50, BetaOperation.DAILY_REWARD: 5},
 )

@@ -1,9 +1,17 @@
 """Beta's operations: the shared ones first, then its own (append only, never reorder)."""
 
-from core_ledger.operations import extend_operations
+from django.utils.translation import gettext_lazy as _
 
-BetaOperation = extend_operations(
-    "BetaOperation",
-    REFERRAL_BONUS="Referral bonus",
-    PURCHASE="Purchase",
-)
+from core_ledger.operations import LedgerOperation
+
+
+class BetaOperation(LedgerOperation):
+    # Shared members, restated so that type-checkers see them (check core_ledger.E010).
+    DAILY_REWARD = "DAILY_REWARD", _("Daily reward")
+    SIGNUP_CREDIT = "SIGNUP_CREDIT", _("Signup credit")
+    CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
+    CREDIT_ADD = "CREDIT_ADD", _("Credit add")
+    REVERSAL = "REVERSAL", _("Reversal")
+    # Beta's own.
+    REFERRAL_BONUS = "REFERRAL_BONUS", _("Referral bonus")
+    PURCHASE = "PURCHASE", _("Purchase")

@@ -29,7 +29,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from core_ledger.exceptions import LedgerError
-from core_ledger.ledger import Ledger, PostedBy, registry
+from core_ledger.ledger import AnyLedger, PostedBy, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, IDEMPOTENCY_KEY_MAX_LENGTH
 from core_ledger.operations import SharedOperation
 from core_ledger.selectors import balances_for_user, ledger_totals, user_find
@@ -50,7 +50,7 @@ def admin_url(model: type[Any], view: str, *args: Any) -> str | None:
         return None
 
 
-def entries_url(ledger: Ledger, user_id: int) -> str | None:
+def entries_url(ledger: AnyLedger, user_id: int) -> str | None:
     """The ledger's entries changelist filtered to one user."""
     url = admin_url(ledger.entry_model, "changelist")
     return f"{url}?user__id__exact={user_id}" if url else None
@@ -59,7 +59,7 @@ def entries_url(ledger: Ledger, user_id: int) -> str | None:
 class LedgerModelAdmin(admin.ModelAdmin):
     """Read-only for everyone; visible to staff. Subclassed by the entry and balance admins."""
 
-    def get_ledger(self) -> Ledger:
+    def get_ledger(self) -> AnyLedger:
         return registry.for_model(self.model)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -112,7 +112,7 @@ class PostEntryForm(forms.Form):
         help_text="Optional: a resubmission with the same key posts nothing new.",
     )
 
-    def __init__(self, *args: Any, ledger: Ledger, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, ledger: AnyLedger, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ledger = ledger
         field = self.fields["operation"]
@@ -279,7 +279,7 @@ class EntryAdmin(LedgerModelAdmin):
                     result = entry_post(
                         ledger=ledger,
                         user_id=data["user"].pk,
-                        operation=data["operation"],
+                        operation=ledger.operation(data["operation"]),
                         amount=data["amount"],
                         actor=request.user,
                         idempotency_key=data["idempotency_key"] or None,

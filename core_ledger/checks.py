@@ -1,42 +1,233 @@
-"""System checks that catch a misdeclared ledger at start-up rather than at the first post."""
+"""System checks that catch a broken ledger declaration at start-up, not at the first post.
+
+Each has its own id, a message and a hint (README "System checks"):
+
+- E001/E002: the entry or balance model does not subclass the core's abstract model;
+- E003: the entry model's ``operation`` choices are not the declared operations class;
+- E010: the operations class lacks a shared member, reorders them, or changes a value or label;
+- E011: the declaration's ``operations`` is not a ``LedgerOperation`` subclass;
+- E020: a rule for an operation the class lacks, or a rule that redeclares a shared operation;
+- E021: an own operation without a rule;
+- E030: a fixed amount (declaration or ``SHARED_LEDGER_FIXED_AMOUNTS``) that is not a positive
+  integer;
+- E040: two ledgers with one label;
+- E050/E051/E052: a concrete model whose ``Meta`` dropped a constraint, index or trigger of the
+  core's (the guards behind idempotency, once-a-day, non-negative and append-only).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.core import checks
+from django.db import models
 
-from core_ledger.ledger import registry
+from core_ledger.conf import app_settings
+from core_ledger.ledger import SHARED_RULES, AnyLedger, registry
 from core_ledger.models import AbstractBalance, AbstractLedgerEntry
+from core_ledger.operations import LedgerOperation, shared_members_problem
+
+
+def _error(ledger: AnyLedger | str, msg: str, hint: str | None, id: str) -> checks.Error:
+    label = ledger if isinstance(ledger, str) else ledger.label
+    return checks.Error(f"Ledger {label!r}: {msg}", hint=hint, id=f"core_ledger.{id}")
+
+
+def _is_amount(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _names(items: Iterable[Any], model: type[models.Model]) -> set[str]:
+    """The names of ``items`` as the concrete ``model`` has them (placeholders filled in)."""
+    meta = model._meta
+    return {
+        str(item.name) % {"app_label": meta.app_label.lower(), "class": meta.model_name}
+        for item in items
+    }
+
+
+def _core_meta(abstract: type[models.Model]) -> tuple[Sequence[Any], Sequence[Any], Sequence[Any]]:
+    meta: Any = abstract.Meta  # the abstract class's own Meta keeps the declared lists
+    return (
+        getattr(meta, "constraints", []),
+        getattr(meta, "indexes", []),
+        getattr(meta, "triggers", []),
+    )
+
+
+def _dropped_guards(ledger: AnyLedger) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for model, abstract in (
+        (ledger.entry_model, AbstractLedgerEntry),
+        (ledger.balance_model, AbstractBalance),
+    ):
+        if not issubclass(model, abstract):
+            continue
+        constraints, indexes, triggers = _core_meta(abstract)
+        meta: Any = model._meta
+        for kind, core, own, id in (
+            ("constraints", constraints, meta.constraints, "E050"),
+            ("indexes", indexes, meta.indexes, "E051"),
+            ("triggers", triggers, getattr(meta, "triggers", []), "E052"),
+        ):
+            missing = sorted(_names(core, model) - _names(own, model))
+            if missing:
+                errors.append(
+                    _error(
+                        ledger,
+                        f"{model.__name__}.Meta.{kind} lacks the core's {', '.join(missing)}.",
+                        f"Extend the core's list: {kind} = [*{abstract.__name__}.Meta.{kind}, ...].",
+                        id,
+                    )
+                )
+    return errors
+
+
+def _fixed_amount_errors(ledger: AnyLedger) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for op, amount in ledger.fixed_amounts.items():
+        if not _is_amount(amount):
+            errors.append(
+                _error(
+                    ledger,
+                    f"fixed amount of {op} is {amount!r}, not a positive integer.",
+                    "Give a whole number of credits greater than 0.",
+                    "E030",
+                )
+            )
+    return errors
 
 
 @checks.register()
 def check_ledgers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
     for ledger in registry:
-        if not issubclass(ledger.entry_model, AbstractLedgerEntry):
-            errors.append(
-                checks.Error(
-                    f"Ledger {ledger.label!r}: entry_model must subclass AbstractLedgerEntry.",
-                    id="core_ledger.E001",
-                )
+        errors.extend(check_ledger(ledger))
+    for duplicate in registry.duplicates:
+        errors.append(
+            _error(
+                duplicate,
+                f"declared twice (by {duplicate.app_label} and "
+                f"{registry.get(duplicate.label).app_label}).",
+                "Give each ledger its own label.",
+                "E040",
             )
-        if not issubclass(ledger.balance_model, AbstractBalance):
-            errors.append(
-                checks.Error(
-                    f"Ledger {ledger.label!r}: balance_model must subclass AbstractBalance.",
-                    id="core_ledger.E002",
-                )
+        )
+    errors.extend(check_fixed_amount_settings())
+    return errors
+
+
+def check_ledger(ledger: AnyLedger) -> list[checks.CheckMessage]:
+    """Every problem of one ledger declaration (also used by the tests on broken copies)."""
+    errors: list[checks.CheckMessage] = []
+    if not isinstance(ledger.entry_model, type) or not issubclass(
+        ledger.entry_model, AbstractLedgerEntry
+    ):
+        errors.append(
+            _error(ledger, "entry_model must subclass AbstractLedgerEntry.", None, "E001")
+        )
+    if not isinstance(ledger.balance_model, type) or not issubclass(
+        ledger.balance_model, AbstractBalance
+    ):
+        errors.append(_error(ledger, "balance_model must subclass AbstractBalance.", None, "E002"))
+    ops = ledger.operations
+    if not isinstance(ops, type) or not issubclass(ops, LedgerOperation):
+        errors.append(
+            _error(
+                ledger,
+                "operations must be a subclass of core_ledger.operations.LedgerOperation.",
+                "Declare class YourOperation(LedgerOperation) with the shared members first.",
+                "E011",
             )
+        )
+        return errors
+    problem = shared_members_problem(ops)
+    if problem:
+        errors.append(
+            _error(
+                ledger,
+                f"{ops.__name__} {problem}.",
+                "Start the class with DAILY_REWARD, SIGNUP_CREDIT, CREDIT_SPEND, CREDIT_ADD and "
+                "REVERSAL exactly as core_ledger.operations.SharedOperation declares them, then "
+                "append your own.",
+                "E010",
+            )
+        )
+    values = set(ops.values)
+    declared = {str(op) for op in ledger.rules}
+    unknown = sorted(declared - values)
+    if unknown:
+        errors.append(
+            _error(
+                ledger,
+                f"rules for operations {ops.__name__} lacks: {', '.join(unknown)}.",
+                f"Add them to {ops.__name__} or remove their rules.",
+                "E020",
+            )
+        )
+    shared_redeclared = sorted(declared & set(SHARED_RULES))
+    if shared_redeclared:
+        errors.append(
+            _error(
+                ledger,
+                f"rules redeclare shared operations: {', '.join(shared_redeclared)}.",
+                "The core owns the rules of shared operations; declare rules for your own only.",
+                "E020",
+            )
+        )
+    without_rule = sorted(values - declared - set(SHARED_RULES))
+    if without_rule:
+        errors.append(
+            _error(
+                ledger,
+                f"operations without a rule: {', '.join(without_rule)}.",
+                "Give each own operation an OperationRule in the declaration's rules.",
+                "E021",
+            )
+        )
+    errors.extend(_fixed_amount_errors(ledger))
+    if isinstance(ledger.entry_model, type) and issubclass(ledger.entry_model, AbstractLedgerEntry):
         field = ledger.entry_model._meta.get_field("operation")
-        choices = {value for value, _ in (field.choices or [])}
-        if choices != set(ledger.operations.values):
+        choices = {value for value, _ in (getattr(field, "choices", None) or [])}
+        if choices != values:
             errors.append(
-                checks.Error(
-                    f"Ledger {ledger.label!r}: the entry model's operation choices differ from the "
-                    "declared operations.",
-                    hint="Use operation = operation_field(YourOperation) on the entry model.",
-                    id="core_ledger.E003",
+                _error(
+                    ledger,
+                    "the entry model's operation choices differ from the declared operations.",
+                    "Use operation = operation_field(YourOperation) on the entry model.",
+                    "E003",
                 )
             )
+    errors.extend(_dropped_guards(ledger))
+    return errors
+
+
+def check_fixed_amount_settings() -> list[checks.CheckMessage]:
+    """``SHARED_LEDGER_FIXED_AMOUNTS``: known ledgers, fixed operations, positive integers."""
+    raw = app_settings.raw("FIXED_AMOUNTS")
+    if raw is None:
+        return []
+    hint = 'e.g. SHARED_LEDGER_FIXED_AMOUNTS = {"alpha": {"DAILY_REWARD": 10}}'
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        return [
+            checks.Error(
+                "SHARED_LEDGER_FIXED_AMOUNTS must map ledger labels to {operation: amount}.",
+                hint=hint,
+                id="core_ledger.E030",
+            )
+        ]
+    errors: list[checks.CheckMessage] = []
+    for label, amounts in raw.items():
+        for op, amount in amounts.items():
+            if not _is_amount(amount):
+                errors.append(
+                    _error(
+                        str(label),
+                        f"SHARED_LEDGER_FIXED_AMOUNTS gives {op} {amount!r}, not a positive "
+                        "integer.",
+                        hint,
+                        "E030",
+                    )
+                )
     return errors

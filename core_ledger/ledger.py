@@ -9,12 +9,15 @@ An app declares its ledger in ``<app>/ledger.py``::
         balance_model=AlphaBalance,
         operations=AlphaOperation,
         rules={AlphaOperation.GAME_WIN: OperationRule(Direction.CREDIT, PostedBy.STAFF)},
-        fixed_amounts={SharedOperation.SIGNUP_CREDIT: 100, SharedOperation.DAILY_REWARD: 10},
+        fixed_amounts={AlphaOperation.SIGNUP_CREDIT: 100, AlphaOperation.DAILY_REWARD: 10},
     )
 
 and its ``AppConfig`` subclasses :class:`core_ledger.apps.LedgerAppConfig`, which registers it.
-The shared operations' rules come from the core; the app only adds rules for its own operations.
-Fixed amounts can be overridden per ledger in ``settings.SHARED_LEDGER_FIXED_AMOUNTS``.
+``Ledger`` is generic over its entry model, balance model and operations class, so to a
+type-checker ``ledger.entry_model.objects.get()`` is an ``AlphaEntry`` and posting a
+``BetaOperation`` to it is an error. The shared operations' rules come from the core; the app adds
+rules for its own operations only. A broken declaration is reported by ``manage.py check``
+(:mod:`core_ledger.checks`), not by an exception at import time.
 """
 
 from __future__ import annotations
@@ -22,15 +25,20 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, router
 
-from core_ledger.exceptions import UnknownLedger
-from core_ledger.operations import OperationChoices, SharedOperation
+from core_ledger.conf import app_settings
+from core_ledger.exceptions import UnknownLedger, ValidationFailed
+from core_ledger.operations import LedgerOperation, SharedOperation
 
 if TYPE_CHECKING:
     from core_ledger.models import AbstractBalance, AbstractLedgerEntry
+
+EntryT = TypeVar("EntryT", bound="AbstractLedgerEntry")
+BalanceT = TypeVar("BalanceT", bound="AbstractBalance")
+OpT = TypeVar("OpT", bound=LedgerOperation)
 
 
 class Direction(enum.Enum):
@@ -76,88 +84,127 @@ class OperationRule:
 
 
 SHARED_RULES: Mapping[str, OperationRule] = {
-    SharedOperation.DAILY_REWARD: OperationRule(
+    SharedOperation.DAILY_REWARD.value: OperationRule(
         Direction.CREDIT, PostedBy.USER, Frequency.DAILY, fixed=True
     ),
-    SharedOperation.SIGNUP_CREDIT: OperationRule(
+    SharedOperation.SIGNUP_CREDIT.value: OperationRule(
         Direction.CREDIT, PostedBy.SYSTEM, Frequency.ONCE, fixed=True
     ),
-    SharedOperation.CREDIT_SPEND: OperationRule(Direction.DEBIT, PostedBy.USER),
-    SharedOperation.CREDIT_ADD: OperationRule(Direction.CREDIT, PostedBy.STAFF),
-    SharedOperation.REVERSAL: OperationRule(None, PostedBy.SYSTEM),
+    SharedOperation.CREDIT_SPEND.value: OperationRule(Direction.DEBIT, PostedBy.USER),
+    SharedOperation.CREDIT_ADD.value: OperationRule(Direction.CREDIT, PostedBy.STAFF),
+    SharedOperation.REVERSAL.value: OperationRule(None, PostedBy.SYSTEM),
 }
 
 DEFAULT_FIXED_AMOUNTS: Mapping[str, int] = {
-    SharedOperation.SIGNUP_CREDIT: 100,
-    SharedOperation.DAILY_REWARD: 10,
+    SharedOperation.SIGNUP_CREDIT.value: 100,
+    SharedOperation.DAILY_REWARD.value: 10,
 }
 
 
-@dataclass
-class Ledger:
-    """One app's ledger: its models, its operations and the rule of each operation."""
+@dataclass(eq=False)
+class Ledger(Generic[EntryT, BalanceT, OpT]):
+    """One app's ledger: its models, its operations class and the rule of each own operation."""
 
     label: str
     name: str
-    entry_model: type[AbstractLedgerEntry]
-    balance_model: type[AbstractBalance]
-    operations: OperationChoices
-    rules: Mapping[str, OperationRule] = field(default_factory=dict)
-    fixed_amounts: Mapping[str, int] = field(default_factory=dict)
+    entry_model: type[EntryT]
+    balance_model: type[BalanceT]
+    operations: type[OpT]
+    rules: Mapping[OpT, OperationRule] = field(default_factory=dict)
+    fixed_amounts: Mapping[OpT, int] = field(default_factory=dict)
+    _all_rules: dict[str, OperationRule] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        own = {str(op): rule for op, rule in self.rules.items()}
-        overlap = set(own) & set(SHARED_RULES)
-        if overlap:
-            raise ValueError(
-                f"Ledger {self.label!r} redeclares shared operations: {sorted(overlap)}"
-            )
-        self.rules = {**{str(k): v for k, v in SHARED_RULES.items()}, **own}
-        values = set(self.operations.values)
-        missing = values - set(self.rules)
-        unknown = set(self.rules) - values
-        if missing or unknown:
-            raise ValueError(
-                f"Ledger {self.label!r}: operations without a rule {sorted(missing)}, "
-                f"rules without an operation {sorted(unknown)}."
-            )
-        self.fixed_amounts = {str(k): int(v) for k, v in self.fixed_amounts.items()}
+        # Shared rules first; the app's own rules cannot replace them (system check E020).
+        own = {str(op): rule for op, rule in self.rules.items() if str(op) not in SHARED_RULES}
+        self._all_rules = {**SHARED_RULES, **own}
+
+    # --- operations: the one edge where outside strings become members ------------------------
+
+    def operation(self, value: str | LedgerOperation) -> OpT:
+        """``value`` as this ledger's operation member; ``validation_error`` if it has none.
+
+        JSON bodies, forms and command arguments pass through here once; code past this edge
+        handles members only.
+        """
+        try:
+            return self.operations(str(value))
+        except ValueError:
+            raise ValidationFailed(
+                f"Unknown operation {str(value)!r} in ledger {self.label!r}.",
+                operation=[f"Must be one of: {', '.join(self.operations.values)}."],
+            ) from None
+
+    def shared(self, operation: SharedOperation) -> OpT:
+        """This ledger's member for a shared operation (``ledger.shared(SharedOperation.X)``)."""
+        return self.operations(operation.value)
+
+    @property
+    def operation_rules(self) -> Mapping[str, OperationRule]:
+        """Every operation's rule by value: the shared rules, then the app's own."""
+        return self._all_rules
 
     def rule(self, operation: str) -> OperationRule:
-        return self.rules[operation]
+        """The rule of ``operation`` (a member of this ledger's operations)."""
+        return self._all_rules[str(operation)]
+
+    def has_rule(self, operation: str) -> bool:
+        return str(operation) in self._all_rules
 
     def fixed_amount(self, operation: str) -> int | None:
         """The amount a fixed operation always posts: settings, then the declaration, then core."""
-        if not self.rules[operation].fixed:
+        key = str(operation)
+        if not self._all_rules[key].fixed:
             return None
-        configured: Mapping[str, Any] = getattr(settings, "SHARED_LEDGER_FIXED_AMOUNTS", {}).get(
-            self.label, {}
+        configured = app_settings.FIXED_AMOUNTS.get(self.label, {})
+        if key in configured:
+            return int(configured[key])
+        declared = {str(op): amount for op, amount in self.fixed_amounts.items()}
+        if key in declared:
+            return int(declared[key])
+        return DEFAULT_FIXED_AMOUNTS.get(key)
+
+    # --- where it lives -------------------------------------------------------------------------
+
+    @property
+    def db_alias(self) -> str:
+        """The database the ledger writes to: ``SHARED_LEDGER_DATABASE``, else the routers."""
+        return (
+            app_settings.DATABASE
+            or router.db_for_write(self.entry_model)  # type: ignore[arg-type]
+            or DEFAULT_DB_ALIAS
         )
-        if operation in configured:
-            return int(configured[operation])
-        if operation in self.fixed_amounts:
-            return self.fixed_amounts[operation]
-        return DEFAULT_FIXED_AMOUNTS.get(operation)
+
+    @property
+    def app_label(self) -> str:
+        return self.entry_model._meta.app_label
 
     @property
     def post_permission(self) -> str:
         """The permission that makes an account a service for this ledger (posts anything)."""
-        return f"{self.entry_model._meta.app_label}.post_any_entry"
+        return f"{self.app_label}.post_any_entry"
+
+
+AnyLedger = Ledger[Any, Any, Any]
+"""A ledger whose models and operations the code does not know (the registry's, generic code)."""
 
 
 class LedgerRegistry:
     """Every declared ledger by label; filled from each ledger app's ``AppConfig.ready``."""
 
     def __init__(self) -> None:
-        self._ledgers: dict[str, Ledger] = {}
+        self._ledgers: dict[str, AnyLedger] = {}
+        # Second declarations of a label, kept for system check E040 instead of raising in ready().
+        self.duplicates: list[AnyLedger] = []
 
-    def register(self, ledger: Ledger) -> None:
+    def register(self, ledger: AnyLedger) -> None:
         existing = self._ledgers.get(ledger.label)
         if existing is not None and existing is not ledger:
-            raise ValueError(f"A ledger labelled {ledger.label!r} is registered already.")
+            self.duplicates.append(ledger)
+            return
         self._ledgers[ledger.label] = ledger
 
-    def get(self, label: str) -> Ledger:
+    def get(self, label: str) -> AnyLedger:
         try:
             return self._ledgers[label]
         except KeyError:
@@ -166,7 +213,7 @@ class LedgerRegistry:
                 ledger=label,
             ) from None
 
-    def for_model(self, model: type[Any]) -> Ledger:
+    def for_model(self, model: type[Any]) -> AnyLedger:
         for ledger in self._ledgers.values():
             if model in (ledger.entry_model, ledger.balance_model):
                 return ledger
@@ -175,7 +222,7 @@ class LedgerRegistry:
     def labels(self) -> list[str]:
         return sorted(self._ledgers)
 
-    def __iter__(self) -> Iterator[Ledger]:
+    def __iter__(self) -> Iterator[AnyLedger]:
         return iter(sorted(self._ledgers.values(), key=lambda ledger: ledger.label))
 
     def __len__(self) -> int:

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from core_ledger.operations import OperationChoices, SharedOperation
+from core_ledger.operations import LedgerOperation, SharedOperation
 
 # Set per database by the test set-up only (see conftest); lets pytest-django TRUNCATE the
 # throwaway test database between transactional tests. UPDATE and DELETE stay refused.
@@ -24,7 +24,7 @@ DESCRIPTION_MAX_LENGTH = 500
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 
-def operation_field(operations: OperationChoices) -> models.CharField[str, str]:
+def operation_field(operations: type[LedgerOperation]) -> models.CharField[str, str]:
     """The concrete entry model's ``operation`` field, with the app's own choices."""
     return models.CharField(
         max_length=OPERATION_MAX_LENGTH,
@@ -33,7 +33,7 @@ def operation_field(operations: OperationChoices) -> models.CharField[str, str]:
     )
 
 
-def operation_check(operations: OperationChoices) -> models.CheckConstraint:
+def operation_check(operations: type[LedgerOperation]) -> models.CheckConstraint:
     """A CHECK that keeps raw SQL from writing an operation the ledger does not know."""
     return models.CheckConstraint(
         condition=Q(operation__in=list(operations.values)),
@@ -96,8 +96,6 @@ class AbstractLedgerEntry(models.Model):
         help_text="Set by the database after the balance row is locked, so it orders like id."
     )
     day = models.DateField(help_text="UTC date of created_at; daily rewards are unique per day.")
-
-    objects: models.Manager[AbstractLedgerEntry] = models.Manager()
 
     class Meta:
         abstract = True
@@ -175,8 +173,6 @@ class AbstractBalance(models.Model):
     )
     balance = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(help_text="When the last entry moved this balance.")
-
-    objects: models.Manager[AbstractBalance] = models.Manager()
 
     class Meta:
         abstract = True

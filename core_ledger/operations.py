@@ -1,29 +1,38 @@
-"""Operations shared by every ledger, and the one way an app extends them.
+"""Operations: the members every ledger shares, and the base class an app declares its own with.
 
-Enums with members cannot be subclassed, so an app builds its own ``TextChoices`` from the shared
-members followed by its own, with Django's functional API::
+An app writes its operations as a plain class that mypy and pyright both read::
 
-    AlphaOperation = extend_operations("AlphaOperation", GAME_WIN="Game win")
+    class AlphaOperation(LedgerOperation):
+        # The shared members, restated first (system check core_ledger.E010 proves they match).
+        DAILY_REWARD = "DAILY_REWARD", _("Daily reward")
+        SIGNUP_CREDIT = "SIGNUP_CREDIT", _("Signup credit")
+        CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
+        CREDIT_ADD = "CREDIT_ADD", _("Credit add")
+        REVERSAL = "REVERSAL", _("Reversal")
+        # The app's own, appended (never reorder or relabel: it makes a migration).
+        GAME_WIN = "GAME_WIN", _("Game win")
 
-The result is a real ``TextChoices`` class (``AlphaOperation.GAME_WIN``,
-``AlphaOperation.DAILY_REWARD``, ``.choices``, ``.values``) used by the model field, the
-serializers and the OpenAPI schema. Shared members always come first and app members are
-appended: never reorder or relabel (it makes a migration).
+Enums with members cannot be subclassed, so the shared members are restated rather than
+inherited; restating them is what lets both type-checkers see ``AlphaOperation.DAILY_REWARD``
+without a plugin. ``startledgerapp`` writes the shared block for you.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+OPERATION_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 
-class SharedOperation(models.TextChoices):
-    """Operations every ledger has. ``REVERSAL`` is the core's own: only ``reverse_entry`` posts it."""
+class LedgerOperation(models.TextChoices):
+    """Base of every operations class (no members of its own, so it can be subclassed)."""
+
+
+class SharedOperation(LedgerOperation):
+    """Operations every ledger has, in this order. ``REVERSAL`` is posted only by the core."""
 
     DAILY_REWARD = "DAILY_REWARD", _("Daily reward")
     SIGNUP_CREDIT = "SIGNUP_CREDIT", _("Signup credit")
@@ -32,20 +41,26 @@ class SharedOperation(models.TextChoices):
     REVERSAL = "REVERSAL", _("Reversal")
 
 
-# The dynamic class is a real TextChoices; typed as Any so that `AlphaOperation.GAME_WIN`
-# type-checks (mypy cannot see members made by the functional API).
-OperationChoices = Any
-
-
-def extend_operations(class_name: str, **own: str) -> OperationChoices:
-    """Build an app's operation ``TextChoices``: the shared members, then ``own`` (NAME="Label")."""
-    members: list[tuple[str, tuple[str, Any]]] = [
-        (member.name, (member.value, member.label)) for member in SharedOperation
-    ]
-    for name, label in own.items():
-        if not _NAME.match(name):
-            raise ValueError(f"Operation name {name!r} must be UPPER_SNAKE_CASE, at most 64 chars.")
-        if name in SharedOperation.names:
-            raise ValueError(f"Operation {name!r} is shared already; do not redeclare it.")
-        members.append((name, (name, label)))
-    return models.TextChoices(class_name, members)  # type: ignore[call-overload]
+def shared_members_problem(operations: type[LedgerOperation]) -> str | None:
+    """Why ``operations`` does not start with the shared members unchanged, or None if it does."""
+    names = list(operations.names)
+    shared = list(SharedOperation)
+    for position, member in enumerate(shared):
+        if position >= len(names) or names[position] != member.name:
+            found = names[position] if position < len(names) else "nothing"
+            if member.name not in names:
+                return f"lacks the shared member {member.name}"
+            return (
+                f"has {found} where the shared member {member.name} belongs (position {position})"
+            )
+        own = operations[member.name]
+        if own.value != member.value:
+            return f"{member.name} has value {own.value!r}, not the shared {member.value!r}"
+        if str(own.label) != str(member.label):
+            return (
+                f"{member.name} has label {str(own.label)!r}, not the shared {str(member.label)!r}"
+            )
+    for name in names[len(shared) :]:
+        if not OPERATION_NAME.match(name) or operations[name].value != name:
+            return f"{name} must be UPPER_SNAKE_CASE (at most 64 characters) with value {name!r}"
+    return None

@@ -11,14 +11,15 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connections
 from django.db.models import Count, Q, QuerySet, Sum
 
-from core_ledger.ledger import Ledger, registry
+from core_ledger.ledger import AnyLedger, registry
 from core_ledger.models import AbstractBalance, AbstractLedgerEntry
+from core_ledger.services.sql import tables
 
 
-def balance_get(*, ledger: Ledger, user_id: int) -> int:
+def balance_get(*, ledger: AnyLedger, user_id: int) -> int:
     """The user's current balance (0 if they never had an entry)."""
     row = (
         ledger.balance_model.objects.filter(user_id=user_id)
@@ -28,7 +29,7 @@ def balance_get(*, ledger: Ledger, user_id: int) -> int:
     return int(row or 0)
 
 
-def balance_at(*, ledger: Ledger, user_id: int, at: datetime) -> int:
+def balance_at(*, ledger: AnyLedger, user_id: int, at: datetime) -> int:
     """The user's balance at moment ``at``: the balance after their last entry up to then."""
     row = (
         ledger.entry_model.objects.filter(user_id=user_id, created_at__lte=at)
@@ -49,7 +50,7 @@ class BalanceSnapshot:
 
 
 def balance_snapshot(
-    *, ledger: Ledger, user_id: int, at: datetime | None = None
+    *, ledger: AnyLedger, user_id: int, at: datetime | None = None
 ) -> BalanceSnapshot:
     """The balance with its last-moved time: the balance row now, or the last entry up to ``at``.
 
@@ -73,7 +74,7 @@ def balance_snapshot(
     return BalanceSnapshot(user_id=user_id, balance=int(row[0]), updated_at=row[1])
 
 
-def balance_list(*, ledger: Ledger) -> QuerySet[AbstractBalance]:
+def balance_list(*, ledger: AnyLedger) -> QuerySet[AbstractBalance]:
     """Every balance row of ``ledger`` (one per user who ever had an entry)."""
     return ledger.balance_model.objects.all()
 
@@ -83,7 +84,7 @@ def balances_for_user(*, user_id: int) -> dict[str, int]:
     return {ledger.label: balance_get(ledger=ledger, user_id=user_id) for ledger in registry}
 
 
-def entry_list(*, ledger: Ledger, user_id: int | None = None) -> QuerySet[AbstractLedgerEntry]:
+def entry_list(*, ledger: AnyLedger, user_id: int | None = None) -> QuerySet[AbstractLedgerEntry]:
     """Entries newest first; only ``user_id``'s when given."""
     qs = ledger.entry_model.objects.all().order_by("-id")
     if user_id is not None:
@@ -159,18 +160,16 @@ def _checks(entry_table: str, balance_table: str) -> list[tuple[str, str]]:
     ]
 
 
-def ledger_check(*, ledger: Ledger, user_ids: list[int] | None = None) -> list[Discrepancy]:
+def ledger_check(*, ledger: AnyLedger, user_ids: list[int] | None = None) -> list[Discrepancy]:
     """Every broken invariant of ``ledger`` (all users, or only ``user_ids``): empty when sound.
 
     Checks balance = sum of entries, no negative balance, an unbroken ``balance_after`` chain in
     id order, reversals that undo an entry of the same user exactly (the unique index
     already makes each entry reversible once), and each entry's ``day`` is its UTC date.
     """
-    qn = connection.ops.quote_name
-    entry_table = qn(ledger.entry_model._meta.db_table)
-    balance_table = qn(ledger.balance_model._meta.db_table)
+    entry_table, balance_table = tables(ledger)
     found: list[Discrepancy] = []
-    with connection.cursor() as cursor:
+    with connections[ledger.db_alias].cursor() as cursor:
         for kind, sql in _checks(entry_table, balance_table):
             if user_ids is not None:
                 sql = f"SELECT * FROM ({sql}) q(user_id, entry_id, detail) WHERE user_id = ANY(%s)"
@@ -190,7 +189,7 @@ class LedgerTotals:
     users_with_balance: int
 
 
-def ledger_totals(*, ledger: Ledger) -> LedgerTotals:
+def ledger_totals(*, ledger: AnyLedger) -> LedgerTotals:
     """One aggregate over the balance table (for the admin's balances page and reports)."""
     row = ledger.balance_model.objects.aggregate(
         outstanding=Sum("balance", default=0),

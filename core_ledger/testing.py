@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.operations import SharedOperation
 from core_ledger.selectors import balance_get
 from core_ledger.services import entry_post
@@ -27,7 +27,7 @@ def make_user(*, staff: bool = False, **fields: Any) -> Any:
     return get_user_model().objects.create_user(password="pw-for-tests", is_staff=staff, **fields)
 
 
-def set_balance(*, ledger: Ledger, user: AbstractBaseUser, to: int) -> int:
+def set_balance(*, ledger: AnyLedger, user: AbstractBaseUser, to: int) -> int:
     """Bring ``user``'s balance to exactly ``to`` through the service (credit or spend)."""
     current = balance_get(ledger=ledger, user_id=user.pk)
     if to > current:

@@ -12,10 +12,10 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 
 
-def can_read_all(ledger: Ledger, user: Any) -> bool:
+def can_read_all(ledger: AnyLedger, user: Any) -> bool:
     """Staff, or a service account of ``ledger``."""
     if user is None or not user.is_authenticated:
         return False

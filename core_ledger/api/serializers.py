@@ -21,8 +21,9 @@ from rest_framework import serializers
 
 from core_ledger.api.permissions import can_read_all
 from core_ledger.exceptions import ValidationFailed
-from core_ledger.ledger import Direction, Frequency, Ledger, PostedBy, registry
+from core_ledger.ledger import AnyLedger, Direction, Frequency, PostedBy, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, AbstractLedgerEntry
+from core_ledger.operations import LedgerOperation
 from core_ledger.services import MAX_AMOUNT, METADATA_MAX_KEYS, clean_metadata
 
 # Largest id a bigint primary key holds; larger values are refused before any query.
@@ -169,6 +170,10 @@ class EntryCreateSerializer(serializers.Serializer[Any]):
     )
     metadata = MetadataField(required=False, default=dict)
 
+    def validate_operation(self, value: str) -> LedgerOperation:
+        # The edge where the client's string becomes the ledger's operation member.
+        return self.context["view"].ledger.operation(value)  # type: ignore[no-any-return]
+
     def validate_metadata(self, value: Any) -> dict[str, Any]:
         try:
             return clean_metadata(value)
@@ -206,7 +211,7 @@ class ReverseSerializer(serializers.Serializer[Any]):
     reason = StrictCharField(max_length=DESCRIPTION_MAX_LENGTH)
 
 
-def _postable(ledger: Ledger) -> list[tuple[str, str]]:
+def _postable(ledger: AnyLedger) -> list[tuple[str, str]]:
     return [
         (value, str(label))
         for value, label in ledger.operations.choices
@@ -288,7 +293,7 @@ class LedgerSerializer(serializers.Serializer[Any]):
     operations = OperationSerializer(many=True)
 
 
-def ledger_description(ledger: Ledger) -> dict[str, Any]:
+def ledger_description(ledger: AnyLedger) -> dict[str, Any]:
     """The data :class:`LedgerSerializer` shows for ``ledger``."""
     operations = []
     for value, label in ledger.operations.choices:

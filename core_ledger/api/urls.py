@@ -1,19 +1,15 @@
 """Routes of the API: the cross-ledger endpoints, and every registered ledger under ``<label>/``.
 
-A ledger app's ``urls.py`` is one call::
-
-    urlpatterns = ledger_urlpatterns("alpha", entries=AlphaEntryViewSet, ...)
-
-and :func:`api_urlpatterns` mounts each registered ledger's app ``urls`` module under its label
-(or the core's default views when the app has no ``urls.py``), so a new ledger app needs no
-change to the project's URLs.
+There is one way a view is bound to a ledger: :func:`ledger_urlpatterns` makes, for each
+registered ledger, a subclass of each ledger view with ``ledger_label`` set, and
+:func:`api_urlpatterns` mounts them at ``api/<label>/``. A ledger app writes no API code and no
+URLconf: declaring its ``Ledger`` is enough.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from importlib.util import find_spec
-from typing import Any
+import functools
+from typing import TypeVar
 
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -28,45 +24,33 @@ from core_ledger.api.views import (
     MyBalanceView,
     TokenView,
 )
-from core_ledger.ledger import registry
+from core_ledger.ledger import AnyLedger, registry
 
 Routes = list[URLPattern | URLResolver]
+ViewT = TypeVar("ViewT", bound=LedgerViewMixin)
 
 
-def _bound(view: Any, label: str) -> Any:
-    """``view`` bound to ledger ``label``: as given when it is, else a subclass that is."""
-    if issubclass(view, LedgerViewMixin) and view.ledger_label == label:
-        return view
-    if view.ledger_label:
-        raise ValueError(f"{view.__name__} serves ledger {view.ledger_label!r}, not {label!r}.")
+def bind(view: type[ViewT], ledger: AnyLedger) -> type[ViewT]:
+    """``view`` bound to ``ledger``: a subclass named after it (``AlphaEntryViewSet``)."""
+    return _bind(view, ledger.label)
+
+
+@functools.cache
+def _bind(view: type[ViewT], label: str) -> type[ViewT]:
     name = "".join(p.capitalize() for p in label.split("_")) + view.__name__
     return type(name, (view,), {"ledger_label": label, "__module__": view.__module__})
 
 
-def ledger_urlpatterns(
-    label: str,
-    *,
-    entries: type[EntryViewSet] = EntryViewSet,
-    balances: type[BalanceViewSet] = BalanceViewSet,
-    balance: type[MyBalanceView] = MyBalanceView,
-) -> Routes:
+def ledger_urlpatterns(ledger: AnyLedger) -> Routes:
     """The routes of one ledger (mounted under ``api/<label>/`` by :func:`api_urlpatterns`)."""
-    registry.get(label)  # fail at start-up, not per request, on a typo
+    label = ledger.label
     router = SimpleRouter()
-    router.register("entries", _bound(entries, label), basename=f"{label}-entry")
-    router.register("balances", _bound(balances, label), basename=f"{label}-balance")
+    router.register("entries", bind(EntryViewSet, ledger), basename=f"{label}-entry")
+    router.register("balances", bind(BalanceViewSet, ledger), basename=f"{label}-balance")
     return [
-        path("balance/", _bound(balance, label).as_view(), name=f"{label}-my-balance"),
+        path("balance/", bind(MyBalanceView, ledger).as_view(), name=f"{label}-my-balance"),
         *router.urls,
     ]
-
-
-def _ledger_routes(label: str) -> Any:
-    ledger = registry.get(label)
-    app_module = ledger.entry_model._meta.app_config.name
-    if find_spec(f"{app_module}.urls") is not None:
-        return include(import_module(f"{app_module}.urls"))
-    return include(ledger_urlpatterns(label))
 
 
 def api_urlpatterns() -> Routes:
@@ -77,5 +61,5 @@ def api_urlpatterns() -> Routes:
         path("auth/token/", TokenView.as_view(), name="api-token"),
         path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
         path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-        *[path(f"{label}/", _ledger_routes(label)) for label in registry.labels()],
+        *[path(f"{ledger.label}/", include(ledger_urlpatterns(ledger))) for ledger in registry],
     ]

@@ -1,8 +1,8 @@
 """The API's views. Each is thin: parse the request, make one service or selector call, render.
 
-A ledger app binds the ledger views to its ledger by subclassing them and setting
-``ledger_label`` (see ``app_alpha/api.py``); :func:`core_ledger.api.urls.ledger_urlpatterns`
-routes them.
+Each ledger view is bound to its ledger by :func:`core_ledger.api.urls.bind` (a subclass with
+``ledger_label`` set), which :func:`core_ledger.api.urls.ledger_urlpatterns` routes for every
+registered ledger.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from core_ledger.api.serializers import (
     entry_serializer_for,
     ledger_description,
 )
-from core_ledger.ledger import Ledger, registry
+from core_ledger.ledger import AnyLedger, registry
 from core_ledger.models import AbstractBalance, AbstractLedgerEntry
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -99,7 +99,7 @@ class LedgerViewMixin:
     ledger_label: ClassVar[str] = ""
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> AnyLedger:
         return registry.get(self.ledger_label)
 
 

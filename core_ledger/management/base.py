@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from core_ledger.exceptions import LedgerError
-from core_ledger.ledger import Ledger, registry
+from core_ledger.ledger import AnyLedger, registry
 from core_ledger.selectors import user_find
 
 
@@ -82,7 +82,7 @@ class LedgerCommand(BaseCommand):
 
     # --- helpers for handle() ---------------------------------------------------------------
 
-    def get_ledger(self, label: str | None) -> Ledger:
+    def get_ledger(self, label: str | None) -> AnyLedger:
         """The ledger with ``label``; a CommandError naming the known ledgers otherwise."""
         if not label:
             raise CommandError(f"--ledger is required. Known ledgers: {_known()}.")
@@ -90,7 +90,7 @@ class LedgerCommand(BaseCommand):
             raise CommandError(f"Unknown ledger {label!r}. Known ledgers: {_known()}.")
         return registry.get(label)
 
-    def get_ledgers(self, label: str | None) -> list[Ledger]:
+    def get_ledgers(self, label: str | None) -> list[AnyLedger]:
         """The one ledger named, or every registered ledger when ``label`` is empty."""
         return [self.get_ledger(label)] if label else list(registry)
 

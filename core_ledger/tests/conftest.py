@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from core_ledger.ledger import Ledger, registry
+from core_ledger.ledger import AnyLedger, registry
 from core_ledger.testing import make_user
 
 
@@ -16,7 +16,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def ledger(request: pytest.FixtureRequest) -> Ledger:
+def ledger(request: pytest.FixtureRequest) -> AnyLedger:
     return registry.get(request.param)
 
 

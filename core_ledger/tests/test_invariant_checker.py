@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.operations import SharedOperation as Op
 from core_ledger.selectors import ledger_check
 from core_ledger.services import entry_post
@@ -15,12 +15,17 @@ from core_ledger.services import entry_post
 pytestmark = pytest.mark.corrupts_ledger
 
 
-def kinds(ledger: Ledger, user: Any) -> set[str]:
+def kinds(ledger: AnyLedger, user: Any) -> set[str]:
     return {d.kind for d in ledger_check(ledger=ledger, user_ids=[user.pk])}
 
 
 def raw_entry(
-    ledger: Ledger, user: Any, operation: str, amount: int, after: int, reverses: int | None = None
+    ledger: AnyLedger,
+    user: Any,
+    operation: str,
+    amount: int,
+    after: int,
+    reverses: int | None = None,
 ) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -31,19 +36,19 @@ def raw_entry(
         )
 
 
-def test_a_sound_ledger_has_no_discrepancy(ledger: Ledger, user: Any) -> None:
+def test_a_sound_ledger_has_no_discrepancy(ledger: AnyLedger, user: Any) -> None:
     entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=5)
     assert ledger_check(ledger=ledger) == []
 
 
-def test_detects_a_balance_that_is_not_the_sum(ledger: Ledger, user: Any) -> None:
+def test_detects_a_balance_that_is_not_the_sum(ledger: AnyLedger, user: Any) -> None:
     ledger.balance_model.objects.filter(user=user).update(balance=12345)
     found = ledger_check(ledger=ledger, user_ids=[user.pk])
     assert [d.kind for d in found] == ["balance_mismatch"]
     assert "12345" in str(found[0])
 
 
-def test_detects_a_broken_chain(ledger: Ledger, user: Any) -> None:
+def test_detects_a_broken_chain(ledger: AnyLedger, user: Any) -> None:
     signup = ledger.fixed_amount(Op.SIGNUP_CREDIT) or 0
     raw_entry(ledger, user, Op.CREDIT_ADD, 5, signup + 6)  # should be signup + 5
     ledger.balance_model.objects.filter(user=user).update(balance=signup + 5)
@@ -51,7 +56,7 @@ def test_detects_a_broken_chain(ledger: Ledger, user: Any) -> None:
 
 
 def test_detects_a_reversal_of_another_users_entry(
-    ledger: Ledger, user: Any, other_user: Any
+    ledger: AnyLedger, user: Any, other_user: Any
 ) -> None:
     credit = entry_post(
         ledger=ledger, user_id=other_user.pk, operation=Op.CREDIT_ADD, amount=5

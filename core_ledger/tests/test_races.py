@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from core_ledger.exceptions import LedgerError
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.operations import SharedOperation as Op
 from core_ledger.selectors import balance_get, ledger_check
 from core_ledger.services import entry_post
@@ -25,7 +25,7 @@ def outcome(result: Any) -> str:
     return "replayed" if result.replayed else "posted"
 
 
-def test_forty_concurrent_spends_never_overdraw(ledger: Ledger) -> None:
+def test_forty_concurrent_spends_never_overdraw(ledger: AnyLedger) -> None:
     user = make_user()
     set_balance(ledger=ledger, user=user, to=100)
     results = race(
@@ -43,7 +43,7 @@ def test_forty_concurrent_spends_never_overdraw(ledger: Ledger) -> None:
     assert ledger_check(ledger=ledger, user_ids=[user.pk]) == []
 
 
-def test_twenty_concurrent_posts_with_one_key_post_once(ledger: Ledger) -> None:
+def test_twenty_concurrent_posts_with_one_key_post_once(ledger: AnyLedger) -> None:
     user = make_user()
     before = balance_get(ledger=ledger, user_id=user.pk)
     results = race(
@@ -64,7 +64,7 @@ def test_twenty_concurrent_posts_with_one_key_post_once(ledger: Ledger) -> None:
     assert balance_get(ledger=ledger, user_id=user.pk) == before - 1
 
 
-def test_twenty_concurrent_daily_claims_pay_once(ledger: Ledger) -> None:
+def test_twenty_concurrent_daily_claims_pay_once(ledger: AnyLedger) -> None:
     user = make_user()
     before = balance_get(ledger=ledger, user_id=user.pk)
     results = race(
@@ -79,7 +79,7 @@ def test_twenty_concurrent_daily_claims_pay_once(ledger: Ledger) -> None:
     )
 
 
-def test_concurrent_credits_and_spends_keep_the_chain(ledger: Ledger) -> None:
+def test_concurrent_credits_and_spends_keep_the_chain(ledger: AnyLedger) -> None:
     user = make_user()
     set_balance(ledger=ledger, user=user, to=50)
 

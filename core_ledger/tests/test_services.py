@@ -19,14 +19,14 @@ from core_ledger.exceptions import (
     OperationNotAllowed,
     ValidationFailed,
 )
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.operations import SharedOperation as Op
 from core_ledger.selectors import balance_at, balance_get
 from core_ledger.services import MAX_AMOUNT, entry_post, entry_reverse, grant_bulk
 from core_ledger.testing import make_user, set_balance
 
 
-def snapshot(ledger: Ledger) -> tuple[int, list[tuple[Any, ...]]]:
+def snapshot(ledger: AnyLedger) -> tuple[int, list[tuple[Any, ...]]]:
     """Entry count and every balance row: a refusal must leave both unchanged."""
     balances = list(
         ledger.balance_model.objects.order_by("user_id").values_list("user_id", "balance")
@@ -37,7 +37,7 @@ def snapshot(ledger: Ledger) -> tuple[int, list[tuple[Any, ...]]]:
 # --- directions, amounts --------------------------------------------------------------------------
 
 
-def test_signup_credit_is_posted_once_on_user_creation(ledger: Ledger, user: Any) -> None:
+def test_signup_credit_is_posted_once_on_user_creation(ledger: AnyLedger, user: Any) -> None:
     signup = ledger.entry_model.objects.get(user=user, operation=Op.SIGNUP_CREDIT)
     assert signup.amount == ledger.fixed_amount(Op.SIGNUP_CREDIT)
     assert signup.created_by_id is None
@@ -46,7 +46,7 @@ def test_signup_credit_is_posted_once_on_user_creation(ledger: Ledger, user: Any
     assert ledger.entry_model.objects.filter(user=user, operation=Op.SIGNUP_CREDIT).count() == 1
 
 
-def test_credit_and_debit_take_their_sign_from_the_operation(ledger: Ledger, user: Any) -> None:
+def test_credit_and_debit_take_their_sign_from_the_operation(ledger: AnyLedger, user: Any) -> None:
     start = balance_get(ledger=ledger, user_id=user.pk)
     credit = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=25).entry
     debit = entry_post(
@@ -60,7 +60,9 @@ def test_credit_and_debit_take_their_sign_from_the_operation(ledger: Ledger, use
 
 
 @pytest.mark.parametrize("amount", [0, -5, MAX_AMOUNT + 1, 2**63, 1.5, "10", True, None])
-def test_bad_amounts_are_refused_and_write_nothing(ledger: Ledger, user: Any, amount: Any) -> None:
+def test_bad_amounts_are_refused_and_write_nothing(
+    ledger: AnyLedger, user: Any, amount: Any
+) -> None:
     before = snapshot(ledger)
     with pytest.raises(ValidationFailed) as info:
         entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=amount)
@@ -69,14 +71,14 @@ def test_bad_amounts_are_refused_and_write_nothing(ledger: Ledger, user: Any, am
     assert snapshot(ledger) == before
 
 
-def test_unknown_operation_is_refused(ledger: Ledger, user: Any) -> None:
+def test_unknown_operation_is_refused(ledger: AnyLedger, user: Any) -> None:
     before = snapshot(ledger)
     with pytest.raises(ValidationFailed, match="Unknown operation"):
         entry_post(ledger=ledger, user_id=user.pk, operation="MINT_MONEY", amount=5)
     assert snapshot(ledger) == before
 
 
-def test_fixed_amount_operations_refuse_a_client_amount(ledger: Ledger, user: Any) -> None:
+def test_fixed_amount_operations_refuse_a_client_amount(ledger: AnyLedger, user: Any) -> None:
     before = snapshot(ledger)
     with pytest.raises(ValidationFailed, match="fixed amount"):
         entry_post(
@@ -87,13 +89,13 @@ def test_fixed_amount_operations_refuse_a_client_amount(ledger: Ledger, user: An
     assert entry.amount == ledger.fixed_amount(Op.DAILY_REWARD)
 
 
-def test_fixed_amount_follows_settings(ledger: Ledger, user: Any, settings: Any) -> None:
+def test_fixed_amount_follows_settings(ledger: AnyLedger, user: Any, settings: Any) -> None:
     settings.SHARED_LEDGER_FIXED_AMOUNTS = {ledger.label: {"DAILY_REWARD": 3}}
     entry = entry_post(ledger=ledger, user_id=user.pk, operation=Op.DAILY_REWARD, actor=user).entry
     assert entry.amount == 3
 
 
-def test_metadata_and_description_limits(ledger: Ledger, user: Any) -> None:
+def test_metadata_and_description_limits(ledger: AnyLedger, user: Any) -> None:
     before = snapshot(ledger)
     for bad in (
         {"metadata": ["not", "an", "object"]},
@@ -118,7 +120,7 @@ def test_metadata_and_description_limits(ledger: Ledger, user: Any) -> None:
     assert (stored.description, stored.metadata) == ("bonus", {"campaign": "spring", "n": 2})
 
 
-def test_balance_overflow_is_a_clean_refusal(ledger: Ledger, user: Any) -> None:
+def test_balance_overflow_is_a_clean_refusal(ledger: AnyLedger, user: Any) -> None:
     # Bring the balance near the 64-bit ceiling with raw SQL kept consistent (entry + balance).
     table = ledger.balance_model._meta.db_table
     entries = ledger.entry_model._meta.db_table
@@ -141,7 +143,9 @@ def test_balance_overflow_is_a_clean_refusal(ledger: Ledger, user: Any) -> None:
 # --- never negative ------------------------------------------------------------------------------
 
 
-def test_debit_beyond_the_balance_is_refused_and_writes_nothing(ledger: Ledger, user: Any) -> None:
+def test_debit_beyond_the_balance_is_refused_and_writes_nothing(
+    ledger: AnyLedger, user: Any
+) -> None:
     set_balance(ledger=ledger, user=user, to=30)
     before = snapshot(ledger)
     with pytest.raises(InsufficientCredits) as info:
@@ -153,7 +157,7 @@ def test_debit_beyond_the_balance_is_refused_and_writes_nothing(ledger: Ledger, 
     assert balance_get(ledger=ledger, user_id=user.pk) == 0
 
 
-def test_debit_of_a_user_without_balance_row_is_refused(ledger: Ledger, db: None) -> None:
+def test_debit_of_a_user_without_balance_row_is_refused(ledger: AnyLedger, db: None) -> None:
     # A user created before the ledger existed has no row at all.
     with connection.cursor() as cursor:
         cursor.execute(
@@ -173,7 +177,7 @@ def test_debit_of_a_user_without_balance_row_is_refused(ledger: Ledger, db: None
 # --- once per user, once per day -----------------------------------------------------------------
 
 
-def test_daily_reward_once_per_utc_day(ledger: Ledger, user: Any) -> None:
+def test_daily_reward_once_per_utc_day(ledger: AnyLedger, user: Any) -> None:
     entry_post(ledger=ledger, user_id=user.pk, operation=Op.DAILY_REWARD, actor=user)
     before = snapshot(ledger)
     with pytest.raises(AlreadyClaimed) as info:
@@ -182,7 +186,7 @@ def test_daily_reward_once_per_utc_day(ledger: Ledger, user: Any) -> None:
     assert snapshot(ledger) == before
 
 
-def test_yesterdays_claim_does_not_block_today(ledger: Ledger, user: Any) -> None:
+def test_yesterdays_claim_does_not_block_today(ledger: AnyLedger, user: Any) -> None:
     # Entries cannot be back-dated through the service; write yesterday's claim with raw SQL
     # (inserts are allowed; the balance row is moved to match so the invariants hold).
     amount = ledger.fixed_amount(Op.DAILY_REWARD)
@@ -201,7 +205,7 @@ def test_yesterdays_claim_does_not_block_today(ledger: Ledger, user: Any) -> Non
     assert ledger.entry_model.objects.filter(user=user, operation=Op.DAILY_REWARD).count() == 2
 
 
-def test_the_daily_unique_constraint_is_in_the_database(ledger: Ledger, user: Any) -> None:
+def test_the_daily_unique_constraint_is_in_the_database(ledger: AnyLedger, user: Any) -> None:
     entry_post(ledger=ledger, user_id=user.pk, operation=Op.DAILY_REWARD, actor=user)
     from django.db import IntegrityError, transaction
 
@@ -217,7 +221,9 @@ def test_the_daily_unique_constraint_is_in_the_database(ledger: Ledger, user: An
 # --- idempotency ---------------------------------------------------------------------------------
 
 
-def test_replaying_a_key_returns_the_original_and_posts_nothing(ledger: Ledger, user: Any) -> None:
+def test_replaying_a_key_returns_the_original_and_posts_nothing(
+    ledger: AnyLedger, user: Any
+) -> None:
     first = entry_post(
         ledger=ledger,
         user_id=user.pk,
@@ -244,7 +250,7 @@ def test_replaying_a_key_returns_the_original_and_posts_nothing(ledger: Ledger, 
     "change", [{"amount": 6}, {"operation": Op.DAILY_REWARD, "amount": None}, {"description": "x"}]
 )
 def test_reusing_a_key_for_another_request_is_refused(
-    ledger: Ledger, user: Any, change: dict[str, Any]
+    ledger: AnyLedger, user: Any, change: dict[str, Any]
 ) -> None:
     request = {"operation": Op.CREDIT_SPEND, "amount": 5, "description": ""}
     entry_post(ledger=ledger, user_id=user.pk, actor=user, idempotency_key="k-2", **request)
@@ -263,7 +269,7 @@ def test_reusing_a_key_for_another_request_is_refused(
 
 
 def test_a_key_is_scoped_per_account_and_per_caller(
-    ledger: Ledger, user: Any, other_user: Any, staff: Any
+    ledger: AnyLedger, user: Any, other_user: Any, staff: Any
 ) -> None:
     mine = entry_post(
         ledger=ledger,
@@ -294,7 +300,7 @@ def test_a_key_is_scoped_per_account_and_per_caller(
         )
 
 
-def test_refused_requests_do_not_consume_the_key(ledger: Ledger, user: Any) -> None:
+def test_refused_requests_do_not_consume_the_key(ledger: AnyLedger, user: Any) -> None:
     set_balance(ledger=ledger, user=user, to=3)
     with pytest.raises(InsufficientCredits):
         entry_post(
@@ -318,7 +324,7 @@ def test_refused_requests_do_not_consume_the_key(ledger: Ledger, user: Any) -> N
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "ünïcode"])
-def test_bad_idempotency_keys_are_refused(ledger: Ledger, user: Any, key: str) -> None:
+def test_bad_idempotency_keys_are_refused(ledger: AnyLedger, user: Any, key: str) -> None:
     with pytest.raises(ValidationFailed):
         entry_post(
             ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=1, idempotency_key=key
@@ -329,7 +335,7 @@ def test_bad_idempotency_keys_are_refused(ledger: Ledger, user: Any, key: str) -
 
 
 def test_a_user_posts_only_user_operations_for_themself(
-    ledger: Ledger, user: Any, other_user: Any
+    ledger: AnyLedger, user: Any, other_user: Any
 ) -> None:
     before = snapshot(ledger)
     with pytest.raises(OperationNotAllowed):
@@ -343,7 +349,9 @@ def test_a_user_posts_only_user_operations_for_themself(
     assert snapshot(ledger) == before
 
 
-def test_staff_and_service_accounts_post_for_anyone(ledger: Ledger, user: Any, staff: Any) -> None:
+def test_staff_and_service_accounts_post_for_anyone(
+    ledger: AnyLedger, user: Any, staff: Any
+) -> None:
     by_staff = entry_post(
         ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=5, actor=staff
     )
@@ -361,7 +369,7 @@ def test_staff_and_service_accounts_post_for_anyone(ledger: Ledger, user: Any, s
 
 
 def test_nobody_posts_system_operations_through_entry_post(
-    ledger: Ledger, user: Any, staff: Any
+    ledger: AnyLedger, user: Any, staff: Any
 ) -> None:
     with pytest.raises(OperationNotAllowed):
         entry_post(ledger=ledger, user_id=user.pk, operation=Op.SIGNUP_CREDIT, actor=staff)
@@ -369,7 +377,7 @@ def test_nobody_posts_system_operations_through_entry_post(
         entry_post(ledger=ledger, user_id=user.pk, operation=Op.REVERSAL, amount=1)
 
 
-def test_anonymous_actor_is_refused(ledger: Ledger, user: Any) -> None:
+def test_anonymous_actor_is_refused(ledger: AnyLedger, user: Any) -> None:
     from django.contrib.auth.models import AnonymousUser
 
     with pytest.raises(OperationNotAllowed):
@@ -385,7 +393,7 @@ def test_anonymous_actor_is_refused(ledger: Ledger, user: Any) -> None:
 # --- reversals -----------------------------------------------------------------------------------
 
 
-def test_reversal_undoes_an_entry_once(ledger: Ledger, user: Any, staff: Any) -> None:
+def test_reversal_undoes_an_entry_once(ledger: AnyLedger, user: Any, staff: Any) -> None:
     credit = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=40).entry
     balance = balance_get(ledger=ledger, user_id=user.pk)
     reversal = entry_reverse(
@@ -407,7 +415,7 @@ def test_reversal_undoes_an_entry_once(ledger: Ledger, user: Any, staff: Any) ->
     assert snapshot(ledger) == before
 
 
-def test_reversing_a_debit_credits_it_back(ledger: Ledger, user: Any) -> None:
+def test_reversing_a_debit_credits_it_back(ledger: AnyLedger, user: Any) -> None:
     spend = entry_post(
         ledger=ledger, user_id=user.pk, operation=Op.CREDIT_SPEND, amount=9, actor=user
     ).entry
@@ -416,7 +424,7 @@ def test_reversing_a_debit_credits_it_back(ledger: Ledger, user: Any) -> None:
     assert balance_get(ledger=ledger, user_id=user.pk) == balance + 9
 
 
-def test_a_reversal_that_would_go_negative_is_refused(ledger: Ledger, user: Any) -> None:
+def test_a_reversal_that_would_go_negative_is_refused(ledger: AnyLedger, user: Any) -> None:
     credit = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=50).entry
     set_balance(ledger=ledger, user=user, to=10)
     before = snapshot(ledger)
@@ -425,7 +433,7 @@ def test_a_reversal_that_would_go_negative_is_refused(ledger: Ledger, user: Any)
     assert snapshot(ledger) == before
 
 
-def test_reversal_needs_staff_a_reason_and_an_entry(ledger: Ledger, user: Any) -> None:
+def test_reversal_needs_staff_a_reason_and_an_entry(ledger: AnyLedger, user: Any) -> None:
     credit = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=5).entry
     with pytest.raises(OperationNotAllowed):
         entry_reverse(ledger=ledger, entry_id=credit.pk, reason="mine", actor=user)
@@ -438,7 +446,7 @@ def test_reversal_needs_staff_a_reason_and_an_entry(ledger: Ledger, user: Any) -
 # --- balances ------------------------------------------------------------------------------------
 
 
-def test_balance_at_a_past_moment(ledger: Ledger, user: Any) -> None:
+def test_balance_at_a_past_moment(ledger: AnyLedger, user: Any) -> None:
     start = balance_get(ledger=ledger, user_id=user.pk)
     first = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=10).entry
     second = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=5).entry
@@ -451,7 +459,7 @@ def test_balance_at_a_past_moment(ledger: Ledger, user: Any) -> None:
     assert balance_at(ledger=ledger, user_id=user.pk, at=timezone.now() - timedelta(days=365)) == 0
 
 
-def test_balance_after_forms_an_unbroken_chain(ledger: Ledger, user: Any) -> None:
+def test_balance_after_forms_an_unbroken_chain(ledger: AnyLedger, user: Any) -> None:
     for amount in (5, 7, 11):
         entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=amount)
     entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_SPEND, amount=3, actor=user)
@@ -467,7 +475,7 @@ def test_balance_after_forms_an_unbroken_chain(ledger: Ledger, user: Any) -> Non
 
 
 def test_reading_a_balance_is_one_query(
-    ledger: Ledger, user: Any, django_assert_num_queries: Any
+    ledger: AnyLedger, user: Any, django_assert_num_queries: Any
 ) -> None:
     with django_assert_num_queries(1):
         balance_get(ledger=ledger, user_id=user.pk)
@@ -476,7 +484,7 @@ def test_reading_a_balance_is_one_query(
 
 
 def test_a_post_is_two_statements_in_one_transaction(
-    ledger: Ledger, user: Any, django_assert_num_queries: Any
+    ledger: AnyLedger, user: Any, django_assert_num_queries: Any
 ) -> None:
     # Inside the test's transaction the atomic block is a savepoint (+2 statements around it).
     with django_assert_num_queries(4) as ctx:
@@ -489,7 +497,7 @@ def test_a_post_is_two_statements_in_one_transaction(
 # --- bulk grant ----------------------------------------------------------------------------------
 
 
-def test_bulk_grant_is_idempotent(ledger: Ledger, db: None) -> None:
+def test_bulk_grant_is_idempotent(ledger: AnyLedger, db: None) -> None:
     users = [make_user() for _ in range(5)]
     ids = [u.pk for u in users]
     entry_post(ledger=ledger, user_id=ids[0], operation=Op.DAILY_REWARD, actor=users[0])
@@ -505,7 +513,7 @@ def test_bulk_grant_is_idempotent(ledger: Ledger, db: None) -> None:
 
 
 def test_bulk_grant_of_a_free_amount_needs_a_key_and_replays_with_it(
-    ledger: Ledger, db: None
+    ledger: AnyLedger, db: None
 ) -> None:
     ids = [make_user().pk for _ in range(3)]
     with pytest.raises(ValidationFailed, match="idempotency key"):
@@ -519,12 +527,12 @@ def test_bulk_grant_of_a_free_amount_needs_a_key_and_replays_with_it(
     assert (done.granted, again.granted, again.skipped) == (3, 0, 3)
 
 
-def test_bulk_grant_refuses_debits(ledger: Ledger, user: Any) -> None:
+def test_bulk_grant_refuses_debits(ledger: AnyLedger, user: Any) -> None:
     with pytest.raises(ValidationFailed, match="credit"):
         grant_bulk(ledger=ledger, operation=Op.CREDIT_SPEND, user_ids=[user.pk], amount=1)
 
 
-def test_bulk_grant_isolates_a_failing_user(ledger: Ledger, db: None) -> None:
+def test_bulk_grant_isolates_a_failing_user(ledger: AnyLedger, db: None) -> None:
     ids = [make_user().pk for _ in range(3)]
     summary = grant_bulk(ledger=ledger, operation=Op.DAILY_REWARD, user_ids=[*ids, 10**12])
     assert (summary.granted, summary.failed) == (3, 1)

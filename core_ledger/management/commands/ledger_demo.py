@@ -50,7 +50,7 @@ class Command(BaseCommand):
             own_credit = next(
                 (
                     op
-                    for op, rule in ledger.rules.items()
+                    for op, rule in ledger.operation_rules.items()
                     if rule.direction is Direction.CREDIT
                     and rule.posted_by is PostedBy.STAFF
                     and op not in SharedOperation.values
@@ -60,7 +60,7 @@ class Command(BaseCommand):
             own_debit = next(
                 (
                     op
-                    for op, rule in ledger.rules.items()
+                    for op, rule in ledger.operation_rules.items()
                     if rule.direction is Direction.DEBIT and op not in SharedOperation.values
                 ),
                 SharedOperation.CREDIT_SPEND,

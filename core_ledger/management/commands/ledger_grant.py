@@ -79,7 +79,7 @@ Examples:
         ) as bar:
             summary = grant_bulk(
                 ledger=ledger,
-                operation=options["operation"],
+                operation=ledger.operation(options["operation"]),
                 user_ids=user_ids,
                 amount=options["amount"],
                 idempotency_key=options["idempotency_key"],

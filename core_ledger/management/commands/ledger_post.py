@@ -39,7 +39,7 @@ Examples:
         result = entry_post(
             ledger=ledger,
             user_id=user.pk,
-            operation=options["operation"],
+            operation=ledger.operation(options["operation"]),
             amount=options["amount"],
             idempotency_key=options["idempotency_key"],
             description=options["description"],

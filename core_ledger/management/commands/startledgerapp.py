@@ -80,9 +80,15 @@ def _camel(label: str) -> str:
 
 def _code(label: str, prefix: str, specs: list[OperationSpec]) -> dict[str, str]:
     """The Python snippets the template cannot express neatly (they depend on the list)."""
+    shared = "".join(f'\n    {m.name} = "{m.value}", _("{m.label}")' for m in SharedOperation)
+    own = "".join(f'\n    {s.name} = "{s.name}", _("{s.label}")' for s in specs)
+    operations = (
+        f"class {prefix}Operation(LedgerOperation):"
+        "\n    # Shared members, restated so that type-checkers see them (check core_ledger.E010)."
+        f"{shared}"
+        + (f"\n    # {prefix}'s own (append only; never reorder or relabel).{own}" if specs else "")
+    )
     if specs:
-        members = "".join(f'\n    {s.name}="{s.label}",' for s in specs)
-        operations = f'{prefix}Operation = extend_operations(\n    "{prefix}Operation",{members}\n)'
         rules = "".join(
             f"\n        {prefix}Operation.{s.name}: OperationRule("
             f"Direction.{s.direction.upper()}, PostedBy.{s.posted_by.upper()}),"
@@ -93,7 +99,6 @@ def _code(label: str, prefix: str, specs: list[OperationSpec]) -> dict[str, str]
         expected = "".join(f'\n    "{s.name}": ("{s.direction}", "{s.posted_by}"),' for s in specs)
         expected_code = f"EXPECTED_RULES: dict[str, tuple[str, str]] = {{{expected}\n}}"
     else:
-        operations = f'{prefix}Operation = extend_operations("{prefix}Operation")'
         rules_code = "rules={},"
         imports = "from core_ledger.ledger import Ledger"
         expected_code = "EXPECTED_RULES: dict[str, tuple[str, str]] = {}"
@@ -108,9 +113,9 @@ def _code(label: str, prefix: str, specs: list[OperationSpec]) -> dict[str, str]
 class Command(TemplateCommand):
     help = """Scaffold a new ledger app on the shared core: operations.py (the shared operations
 plus yours), models.py (its entry and balance tables), ledger.py (the declaration and the rule of
-each operation), apps.py, api.py + urls.py (the REST API), admin.py, and tests/ that exercise it
-all. Then add the printed line to INSTALLED_APPS and run makemigrations + migrate: the API
-(/api/<label>/), the admin and every ledger command work for it.
+each operation), apps.py, admin.py, and tests/ that exercise it all. Then follow the printed
+steps (INSTALLED_APPS, migrations, signup credits for existing users, the test path): the API
+(/api/<label>/, mounted by the core), the admin and every ledger command work for it.
 
 --operations takes NAME:direction:posted_by items separated by commas; direction is credit or
 debit; posted_by is staff (staff or a service account only) or user (the account holder too).
@@ -169,16 +174,17 @@ Examples:
         self.stdout.write(
             self.style.SUCCESS(f"Created ledger app {name!r} (ledger {label!r}) in {app_dir}.")
         )
-        self.stdout.write("1. Add to INSTALLED_APPS in ledger_project/settings.py:")
-        self.stdout.write(f'    "{name}",')
         self.stdout.write(
-            "2. URLconf: nothing to add. ledger_project/urls.py mounts every registered ledger's "
-            f"urls.py, so its API appears at /api/{label}/ (the line it uses is "
-            f'path("{label}/", include("{name}.urls")) inside core_ledger.api.urls).'
-        )
-        self.stdout.write(
-            f"3. python manage.py makemigrations {name} && python manage.py migrate\n"
-            f"4. pytest {name}"
+            "Next steps:\n"
+            f'1. Add "{name}" to INSTALLED_APPS in your settings.\n'
+            f"2. python manage.py makemigrations {name} && python manage.py migrate\n"
+            f"3. Users who exist already have no signup credit in the new ledger; give it once:\n"
+            f"   python manage.py ledger_grant --ledger {label} --operation SIGNUP_CREDIT "
+            "--all-users\n"
+            f"   (idempotent: a rerun grants nothing twice; new users get it on creation).\n"
+            f"4. Its tests: pytest {name} (make test collects every app folder; if your "
+            f"pytest.ini sets testpaths, add {name} there).\n"
+            f"URLconf: nothing to add; the core mounts the ledger's API at /api/{label}/."
         )
 
     def _tidy(self, app_dir: Path) -> None:

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.test import Client
 from django.urls import reverse
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import ledger_totals
 from core_ledger.testing import make_user, set_balance
 
@@ -18,7 +18,7 @@ def url(model: type[Any], view: str, *args: Any) -> str:
     return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=args)
 
 
-def pages(ledger: Ledger, user: Any) -> list[str]:
+def pages(ledger: AnyLedger, user: Any) -> list[str]:
     entry = ledger.entry_model.objects.filter(user=user).first()
     return [
         reverse("admin:index"),
@@ -45,7 +45,7 @@ def test_every_page_renders_for_staff(
     staff_client: Client,
     superuser_client: Client,
     user_admin_client: Client,
-    ledger: Ledger,
+    ledger: AnyLedger,
     user: Any,
 ) -> None:
     for client in (staff_client, superuser_client, user_admin_client):
@@ -60,7 +60,7 @@ def test_every_page_renders_for_staff(
 
 
 def test_non_staff_and_anonymous_are_sent_to_login(
-    user_client: Client, client: Client, ledger: Ledger, user: Any
+    user_client: Client, client: Client, ledger: AnyLedger, user: Any
 ) -> None:
     for c in (user_client, client):
         for page in pages(ledger, user) + user_pages(user):
@@ -70,7 +70,7 @@ def test_non_staff_and_anonymous_are_sent_to_login(
 
 
 def test_entries_have_no_add_change_or_delete(
-    superuser_client: Client, ledger: Ledger, user: Any
+    superuser_client: Client, ledger: AnyLedger, user: Any
 ) -> None:
     entry = ledger.entry_model.objects.filter(user=user).first()
     model_admin = admin.site._registry[ledger.entry_model]
@@ -100,7 +100,7 @@ def test_entries_have_no_add_change_or_delete(
 
 
 def test_entries_changelist_columns_filter_and_search(
-    staff_client: Client, ledger: Ledger, user: Any, other_user: Any
+    staff_client: Client, ledger: AnyLedger, user: Any, other_user: Any
 ) -> None:
     set_balance(ledger=ledger, user=user, to=30)  # a CREDIT_SPEND or CREDIT_ADD entry
     page = staff_client.get(url(ledger.entry_model, "changelist"))
@@ -126,7 +126,7 @@ def test_entries_changelist_columns_filter_and_search(
 
 
 def test_balances_changelist_shows_totals_and_links_to_entries(
-    staff_client: Client, ledger: Ledger, user: Any
+    staff_client: Client, ledger: AnyLedger, user: Any
 ) -> None:
     set_balance(ledger=ledger, user=user, to=700)
     zero = make_user()
@@ -148,7 +148,7 @@ def test_balances_changelist_shows_totals_and_links_to_entries(
 
 
 def test_user_page_shows_balance_in_every_ledger(
-    user_admin_client: Client, user: Any, ledger: Ledger
+    user_admin_client: Client, user: Any, ledger: AnyLedger
 ) -> None:
     from core_ledger.ledger import registry
 

@@ -9,12 +9,12 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.services import entry_post, entry_reverse
 from core_ledger.testing import make_user
 
 
-def _changelist_queries(client: Client, ledger: Ledger) -> tuple[int, int]:
+def _changelist_queries(client: Client, ledger: AnyLedger) -> tuple[int, int]:
     opts = ledger.entry_model._meta
     with CaptureQueriesContext(connection) as queries:
         response = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
@@ -22,7 +22,7 @@ def _changelist_queries(client: Client, ledger: Ledger) -> tuple[int, int]:
     return len(queries), len(response.context["cl"].result_list)
 
 
-def _add_entries(ledger: Ledger, staff: Any, n: int) -> None:
+def _add_entries(ledger: AnyLedger, staff: Any, n: int) -> None:
     """``n`` entries over several users, some posted by staff, some reversed."""
     users = [make_user() for _ in range(3)]
     for i in range(n):
@@ -35,7 +35,7 @@ def _add_entries(ledger: Ledger, staff: Any, n: int) -> None:
 
 
 def test_query_count_does_not_grow_with_page_size(
-    staff_client: Client, staff: Any, ledger: Ledger
+    staff_client: Client, staff: Any, ledger: AnyLedger
 ) -> None:
     _add_entries(ledger, staff, 2)
     few_queries, few_rows = _changelist_queries(staff_client, ledger)
@@ -45,7 +45,7 @@ def test_query_count_does_not_grow_with_page_size(
     assert many_queries == few_queries
 
 
-def test_balances_changelist_query_count_is_flat(staff_client: Client, ledger: Ledger) -> None:
+def test_balances_changelist_query_count_is_flat(staff_client: Client, ledger: AnyLedger) -> None:
     opts = ledger.balance_model._meta
     page = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
     make_user()

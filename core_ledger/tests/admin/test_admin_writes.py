@@ -8,7 +8,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import balance_get
 from core_ledger.services import entry_post
 from core_ledger.testing import set_balance
@@ -23,12 +23,12 @@ def messages_of(response: Any) -> list[str]:
     return [str(m) for m in get_messages(response.wsgi_request)]
 
 
-def _credit(ledger: Ledger, user: Any, amount: int) -> Any:
+def _credit(ledger: AnyLedger, user: Any, amount: int) -> Any:
     return entry_post(ledger=ledger, user_id=user.pk, operation="CREDIT_ADD", amount=amount).entry
 
 
 def test_reverse_action_asks_for_a_reason_then_reverses(
-    staff_client: Client, staff: Any, ledger: Ledger, user: Any
+    staff_client: Client, staff: Any, ledger: AnyLedger, user: Any
 ) -> None:
     entry = _credit(ledger, user, 25)
     before = balance_get(ledger=ledger, user_id=user.pk)
@@ -59,7 +59,7 @@ def test_reverse_action_asks_for_a_reason_then_reverses(
 
 
 def test_reverse_action_reports_refusals_and_writes_nothing_for_them(
-    staff_client: Client, ledger: Ledger, user: Any
+    staff_client: Client, ledger: AnyLedger, user: Any
 ) -> None:
     reversed_already = _credit(ledger, user, 5)
     staff_client.post(
@@ -94,7 +94,7 @@ def test_reverse_action_reports_refusals_and_writes_nothing_for_them(
 
 
 def test_post_form_posts_through_the_service(
-    staff_client: Client, staff: Any, ledger: Ledger, user: Any
+    staff_client: Client, staff: Any, ledger: AnyLedger, user: Any
 ) -> None:
     post_url = url(ledger.entry_model, "post")
     form = staff_client.get(post_url + f"?user={user.pk}")
@@ -115,7 +115,7 @@ def test_post_form_posts_through_the_service(
 
 
 def test_post_form_shows_domain_errors_and_writes_nothing(
-    staff_client: Client, ledger: Ledger, user: Any
+    staff_client: Client, ledger: AnyLedger, user: Any
 ) -> None:
     post_url = url(ledger.entry_model, "post")
     count = ledger.entry_model.objects.count()

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.testing import make_user
 
 PASSWORD = "pw-for-tests"
@@ -62,7 +62,7 @@ def staff_api(staff: Any) -> APIClient:
 
 
 @pytest.fixture
-def service(ledger: Ledger) -> Any:
+def service(ledger: AnyLedger) -> Any:
     """A non-staff service account holding the ledger's ``post_any_entry`` permission."""
     account = make_user()
     app_label, codename = ledger.post_permission.split(".")
@@ -72,7 +72,7 @@ def service(ledger: Ledger) -> Any:
     return type(account).objects.get(pk=account.pk)  # fresh: no stale permission cache
 
 
-def url(ledger: Ledger, suffix: str) -> str:
+def url(ledger: AnyLedger, suffix: str) -> str:
     """``/api/<label>/<suffix>``."""
     return f"/api/{ledger.label}/{suffix}"
 

@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import balance_get
 from core_ledger.testing import make_user, set_balance
 from core_ledger.tests.api.conftest import PASSWORD, error_code, session_client, token_client, url
@@ -32,7 +32,7 @@ from core_ledger.tests.api.conftest import PASSWORD, error_code, session_client,
     ],
 )
 def test_anonymous_is_401_with_www_authenticate(
-    ledger: Ledger, anon: APIClient, method: str, path: str
+    ledger: AnyLedger, anon: APIClient, method: str, path: str
 ) -> None:
     count = ledger.entry_model.objects.count()
     target = path if path.startswith("/") else url(ledger, path)
@@ -47,7 +47,7 @@ def test_anonymous_is_401_with_www_authenticate(
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("header", ["Token nope", "Token ", "Bearer abc", "Token a b"])
-def test_bad_token_is_401(ledger: Ledger, header: str) -> None:
+def test_bad_token_is_401(ledger: AnyLedger, header: str) -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=header)
     response = client.get(url(ledger, "balance/"))
@@ -57,7 +57,7 @@ def test_bad_token_is_401(ledger: Ledger, header: str) -> None:
 
 
 @pytest.mark.django_db
-def test_token_endpoint(ledger: Ledger, user: Any) -> None:
+def test_token_endpoint(ledger: AnyLedger, user: Any) -> None:
     client = APIClient()
     response = client.post(
         "/api/auth/token/", {"username": user.username, "password": PASSWORD}, format="json"
@@ -82,7 +82,7 @@ def test_token_endpoint(ledger: Ledger, user: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_inactive_user_gets_no_token_and_token_stops_working(ledger: Ledger, user: Any) -> None:
+def test_inactive_user_gets_no_token_and_token_stops_working(ledger: AnyLedger, user: Any) -> None:
     client = token_client(user)
     user.is_active = False
     user.save(update_fields=["is_active"])
@@ -94,7 +94,7 @@ def test_inactive_user_gets_no_token_and_token_stops_working(ledger: Ledger, use
 
 
 @pytest.mark.django_db
-def test_session_auth_posts_with_csrf(ledger: Ledger, user: Any) -> None:
+def test_session_auth_posts_with_csrf(ledger: AnyLedger, user: Any) -> None:
     client = session_client(user)
     count = ledger.entry_model.objects.count()
     no_csrf = client.post(url(ledger, "entries/"), {"operation": "DAILY_REWARD"}, format="json")
@@ -115,7 +115,7 @@ def test_session_auth_posts_with_csrf(ledger: Ledger, user: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_method_not_allowed_is_405(ledger: Ledger, api: APIClient, staff_api: APIClient) -> None:
+def test_method_not_allowed_is_405(ledger: AnyLedger, api: APIClient, staff_api: APIClient) -> None:
     for client, method, path in [
         (api, "delete", "entries/1/"),
         (api, "put", "entries/1/"),
@@ -137,7 +137,7 @@ def test_unknown_api_path_is_json_404(api: APIClient) -> None:
 
 
 @pytest.mark.django_db
-def test_throttled_is_429(ledger: Ledger, user: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_throttled_is_429(ledger: AnyLedger, user: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # DRF reads the rates into the class at import time; patch them there.
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"user": "3/min", "anon": "2/min"})
     client = token_client(user)
@@ -159,7 +159,7 @@ def test_throttled_is_429(ledger: Ledger, user: Any, monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.django_db(transaction=True)
-def test_locked_balance_row_is_503_ledger_busy(ledger: Ledger) -> None:
+def test_locked_balance_row_is_503_ledger_busy(ledger: AnyLedger) -> None:
     """A writer holding the balance row longer than lock_timeout: 503, nothing written."""
     from django.db import connections
 
@@ -204,7 +204,7 @@ def test_locked_balance_row_is_503_ledger_busy(ledger: Ledger) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_database_down_is_503_not_500(ledger: Ledger) -> None:
+def test_database_down_is_503_not_500(ledger: AnyLedger) -> None:
     """The database unreachable mid-request: 503 database_unavailable from the API, 503 healthz."""
     user = make_user()
     client = token_client(user)
@@ -229,7 +229,7 @@ def test_database_down_is_503_not_500(ledger: Ledger) -> None:
 
 
 @pytest.mark.django_db
-def test_browsable_api_pages_render_for_a_session_user(ledger: Ledger, staff: Any) -> None:
+def test_browsable_api_pages_render_for_a_session_user(ledger: AnyLedger, staff: Any) -> None:
     client = session_client(staff)
     entry = ledger.entry_model.objects.filter(user=staff).first()
     assert entry is not None

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from core_ledger.ledger import Ledger, registry
+from core_ledger.ledger import AnyLedger, registry
 from core_ledger.operations import SharedOperation
 from core_ledger.selectors import balance_get
 from core_ledger.services import entry_post
@@ -19,7 +19,7 @@ from core_ledger.tests.api.conftest import error_code, token_client, url
 pytestmark = pytest.mark.django_db
 
 
-def test_my_balance(ledger: Ledger, user: Any, api: Any) -> None:
+def test_my_balance(ledger: AnyLedger, user: Any, api: Any) -> None:
     set_balance(ledger=ledger, user=user, to=42)
     response = api.get(url(ledger, "balance/"))
     assert response.status_code == 200
@@ -29,7 +29,7 @@ def test_my_balance(ledger: Ledger, user: Any, api: Any) -> None:
     assert parse_datetime(body["updated_at"]) is not None
 
 
-def test_balance_at_a_past_moment(ledger: Ledger, user: Any, api: Any) -> None:
+def test_balance_at_a_past_moment(ledger: AnyLedger, user: Any, api: Any) -> None:
     signup = ledger.fixed_amount(SharedOperation.SIGNUP_CREDIT) or 0
     first = entry_post(ledger=ledger, user_id=user.pk, operation="CREDIT_ADD", amount=10).entry
     between = timezone.now()
@@ -55,7 +55,7 @@ def test_balance_at_a_past_moment(ledger: Ledger, user: Any, api: Any) -> None:
 
 
 @pytest.mark.parametrize("at", ["yesterday", "2026-02-30T00:00:00Z", "12345678901234567890", "1e9"])
-def test_invalid_at_is_400(ledger: Ledger, api: Any, at: str) -> None:
+def test_invalid_at_is_400(ledger: AnyLedger, api: Any, at: str) -> None:
     response = api.get(url(ledger, "balance/"), {"at": at})
     assert response.status_code == 400
     assert error_code(response) == "validation_error"
@@ -73,7 +73,7 @@ def test_all_my_balances(user: Any, api: Any) -> None:
     }
 
 
-def test_staff_balances_list_order_and_filter(ledger: Ledger, staff_api: Any) -> None:
+def test_staff_balances_list_order_and_filter(ledger: AnyLedger, staff_api: Any) -> None:
     users = [make_user() for _ in range(3)]
     for u, amount in zip(users, (300, 100, 200), strict=True):
         set_balance(ledger=ledger, user=u, to=amount)
@@ -99,7 +99,7 @@ def test_staff_balances_list_order_and_filter(ledger: Ledger, staff_api: Any) ->
     assert detail.json()["balance"] == 200 and detail.json()["user"] == users[2].pk
 
 
-def test_staff_balances_paging_is_stable_on_ties(ledger: Ledger, staff_api: Any) -> None:
+def test_staff_balances_paging_is_stable_on_ties(ledger: AnyLedger, staff_api: Any) -> None:
     users = [make_user() for _ in range(7)]
     for u in users:
         set_balance(ledger=ledger, user=u, to=77)
@@ -115,7 +115,9 @@ def test_staff_balances_paging_is_stable_on_ties(ledger: Ledger, staff_api: Any)
 @pytest.mark.parametrize(
     "params", [{"ordering": "password"}, {"page": "999"}, {"user": "x"}, {"page": "0"}]
 )
-def test_staff_balances_bad_params(ledger: Ledger, staff_api: Any, params: dict[str, str]) -> None:
+def test_staff_balances_bad_params(
+    ledger: AnyLedger, staff_api: Any, params: dict[str, str]
+) -> None:
     response = staff_api.get(url(ledger, "balances/"), params)
     if "ordering" in params:
         # An unknown ordering field is ignored (DRF's OrderingFilter), never a 500.
@@ -126,7 +128,7 @@ def test_staff_balances_bad_params(ledger: Ledger, staff_api: Any, params: dict[
 
 
 def test_regular_user_cannot_list_balances(
-    ledger: Ledger, user: Any, other_user: Any, api: Any
+    ledger: AnyLedger, user: Any, other_user: Any, api: Any
 ) -> None:
     for path in ("balances/", f"balances/{other_user.pk}/", f"balances/{user.pk}/"):
         response = api.get(url(ledger, path))
@@ -134,13 +136,13 @@ def test_regular_user_cannot_list_balances(
         assert error_code(response) == "permission_denied"
 
 
-def test_service_account_reads_balances(ledger: Ledger, service: Any, user: Any) -> None:
+def test_service_account_reads_balances(ledger: AnyLedger, service: Any, user: Any) -> None:
     response = token_client(service).get(url(ledger, f"balances/{user.pk}/"))
     assert response.status_code == 200
     assert response.json()["balance"] == balance_get(ledger=ledger, user_id=user.pk)
 
 
-def test_unknown_user_balance_is_404(ledger: Ledger, staff_api: Any) -> None:
+def test_unknown_user_balance_is_404(ledger: AnyLedger, staff_api: Any) -> None:
     response = staff_api.get(url(ledger, f"balances/{2**62}/"))
     assert response.status_code == 404
     assert error_code(response) == "not_found"
@@ -187,7 +189,7 @@ def test_ledgers_list(user: Any, api: Any) -> None:
         ("2026-01-01", 200),  # a date alone is midnight
     ],
 )
-def test_odd_but_valid_moments(ledger: Ledger, api: Any, at: str, status: int) -> None:
+def test_odd_but_valid_moments(ledger: AnyLedger, api: Any, at: str, status: int) -> None:
     response = api.get(url(ledger, "balance/"), {"at": at})
     assert response.status_code == status, response.content
     if status == 400:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import balance_get
 from core_ledger.testing import make_user, race, set_balance
 from core_ledger.tests.api.conftest import error_code, token_client, url
@@ -14,13 +14,13 @@ from core_ledger.tests.api.conftest import error_code, token_client, url
 KEY = "order-7f3a-0001"
 
 
-def _post(client: Any, ledger: Ledger, body: dict[str, Any], key: str | None = KEY) -> Any:
+def _post(client: Any, ledger: AnyLedger, body: dict[str, Any], key: str | None = KEY) -> Any:
     headers = {} if key is None else {"Idempotency-Key": key}
     return client.post(url(ledger, "entries/"), body, format="json", headers=headers)
 
 
 @pytest.mark.django_db
-def test_same_key_same_request_replays(ledger: Ledger, staff_api: Any, user: Any) -> None:
+def test_same_key_same_request_replays(ledger: AnyLedger, staff_api: Any, user: Any) -> None:
     body = {"operation": "CREDIT_ADD", "amount": 70, "user": user.pk, "metadata": {"o": 1}}
     before = balance_get(ledger=ledger, user_id=user.pk)
     first = _post(staff_api, ledger, body)
@@ -38,7 +38,7 @@ def test_same_key_same_request_replays(ledger: Ledger, staff_api: Any, user: Any
 
 
 @pytest.mark.django_db
-def test_daily_reward_replay_is_not_already_claimed(ledger: Ledger, api: Any) -> None:
+def test_daily_reward_replay_is_not_already_claimed(ledger: AnyLedger, api: Any) -> None:
     first = _post(api, ledger, {"operation": "DAILY_REWARD"}, key="claim-today")
     again = _post(api, ledger, {"operation": "DAILY_REWARD"}, key="claim-today")
     assert (first.status_code, again.status_code) == (201, 201)
@@ -57,7 +57,7 @@ def test_daily_reward_replay_is_not_already_claimed(ledger: Ledger, api: Any) ->
     ],
 )
 def test_same_key_different_request_is_422(
-    ledger: Ledger, staff_api: Any, user: Any, change: dict[str, Any]
+    ledger: AnyLedger, staff_api: Any, user: Any, change: dict[str, Any]
 ) -> None:
     set_balance(ledger=ledger, user=user, to=500)
     body = {"operation": "CREDIT_ADD", "amount": 70, "user": user.pk, "metadata": {"o": 1}}
@@ -74,7 +74,7 @@ def test_same_key_different_request_is_422(
 
 
 @pytest.mark.django_db
-def test_key_replayed_by_another_caller_is_422(ledger: Ledger, staff: Any, user: Any) -> None:
+def test_key_replayed_by_another_caller_is_422(ledger: AnyLedger, staff: Any, user: Any) -> None:
     """The fingerprint includes the caller: another staff member cannot replay (or read) it."""
     body = {"operation": "CREDIT_ADD", "amount": 5, "user": user.pk}
     assert _post(token_client(staff), ledger, body).status_code == 201
@@ -85,7 +85,9 @@ def test_key_replayed_by_another_caller_is_422(ledger: Ledger, staff: Any, user:
 
 
 @pytest.mark.django_db
-def test_key_is_scoped_per_account_and_ledger(ledger: Ledger, user: Any, other_user: Any) -> None:
+def test_key_is_scoped_per_account_and_ledger(
+    ledger: AnyLedger, user: Any, other_user: Any
+) -> None:
     """Two users may use the same key; the same user may use it in another ledger."""
     from core_ledger.ledger import registry
 
@@ -100,7 +102,7 @@ def test_key_is_scoped_per_account_and_ledger(ledger: Ledger, user: Any, other_u
 
 
 @pytest.mark.django_db
-def test_refused_requests_are_not_stored(ledger: Ledger, user: Any, api: Any) -> None:
+def test_refused_requests_are_not_stored(ledger: AnyLedger, user: Any, api: Any) -> None:
     """A key whose first use was refused is judged afresh on retry."""
     set_balance(ledger=ledger, user=user, to=3)
     refused = _post(api, ledger, {"operation": "CREDIT_SPEND", "amount": 5}, key="retry-me")
@@ -113,7 +115,7 @@ def test_refused_requests_are_not_stored(ledger: Ledger, user: Any, api: Any) ->
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\tkey", "é-key", "bell\x07"])
-def test_bad_keys_are_400(ledger: Ledger, api: Any, key: str) -> None:
+def test_bad_keys_are_400(ledger: AnyLedger, api: Any, key: str) -> None:
     count = ledger.entry_model.objects.count()
     response = api.post(
         url(ledger, "entries/"),
@@ -128,7 +130,7 @@ def test_bad_keys_are_400(ledger: Ledger, api: Any, key: str) -> None:
 
 
 @pytest.mark.django_db
-def test_longest_key_is_accepted(ledger: Ledger, api: Any) -> None:
+def test_longest_key_is_accepted(ledger: AnyLedger, api: Any) -> None:
     key = "k" * 255
     response = _post(api, ledger, {"operation": "DAILY_REWARD"}, key=key)
     assert response.status_code == 201
@@ -137,7 +139,7 @@ def test_longest_key_is_accepted(ledger: Ledger, api: Any) -> None:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("poster", ["user", "staff"])
-def test_concurrent_same_key_posts_write_once(ledger: Ledger, poster: str) -> None:
+def test_concurrent_same_key_posts_write_once(ledger: AnyLedger, poster: str) -> None:
     """N real connections post one key at once: one entry, the others replay it."""
     owner = make_user()
     set_balance(ledger=ledger, user=owner, to=1000)

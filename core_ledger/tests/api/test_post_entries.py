@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from core_ledger.ledger import Ledger, PostedBy
+from core_ledger.ledger import AnyLedger, PostedBy
 from core_ledger.operations import SharedOperation
 from core_ledger.selectors import balance_get
 from core_ledger.services import MAX_AMOUNT
@@ -31,11 +31,11 @@ ENTRY_FIELDS = {
 }
 
 
-def _count(ledger: Ledger) -> int:
+def _count(ledger: AnyLedger) -> int:
     return ledger.entry_model.objects.count()
 
 
-def test_user_claims_daily_reward(ledger: Ledger, user: Any, api: Any) -> None:
+def test_user_claims_daily_reward(ledger: AnyLedger, user: Any, api: Any) -> None:
     before = balance_get(ledger=ledger, user_id=user.pk)
     fixed = ledger.fixed_amount(SharedOperation.DAILY_REWARD)
     response = api.post(url(ledger, "entries/"), {"operation": "DAILY_REWARD"}, format="json")
@@ -56,7 +56,7 @@ def test_user_claims_daily_reward(ledger: Ledger, user: Any, api: Any) -> None:
     assert balance_get(ledger=ledger, user_id=user.pk) == before + fixed
 
 
-def test_user_spends_and_amount_is_signed(ledger: Ledger, user: Any, api: Any) -> None:
+def test_user_spends_and_amount_is_signed(ledger: AnyLedger, user: Any, api: Any) -> None:
     set_balance(ledger=ledger, user=user, to=30)
     response = api.post(
         url(ledger, "entries/"),
@@ -78,7 +78,7 @@ def test_user_spends_and_amount_is_signed(ledger: Ledger, user: Any, api: Any) -
 
 
 def test_spend_beyond_balance_is_409_and_writes_nothing(
-    ledger: Ledger, user: Any, api: Any
+    ledger: AnyLedger, user: Any, api: Any
 ) -> None:
     set_balance(ledger=ledger, user=user, to=5)
     count = _count(ledger)
@@ -92,7 +92,7 @@ def test_spend_beyond_balance_is_409_and_writes_nothing(
     assert balance_get(ledger=ledger, user_id=user.pk) == 5
 
 
-def test_user_sending_own_id_is_accepted(ledger: Ledger, user: Any, api: Any) -> None:
+def test_user_sending_own_id_is_accepted(ledger: AnyLedger, user: Any, api: Any) -> None:
     response = api.post(
         url(ledger, "entries/"), {"operation": "DAILY_REWARD", "user": user.pk}, format="json"
     )
@@ -101,7 +101,7 @@ def test_user_sending_own_id_is_accepted(ledger: Ledger, user: Any, api: Any) ->
 
 
 def test_user_cannot_post_for_another_user(
-    ledger: Ledger, user: Any, other_user: Any, api: Any
+    ledger: AnyLedger, user: Any, other_user: Any, api: Any
 ) -> None:
     count = _count(ledger)
     for body in (
@@ -115,7 +115,7 @@ def test_user_cannot_post_for_another_user(
 
 
 def test_a_regular_user_cannot_tell_which_user_ids_exist(
-    ledger: Ledger, user: Any, other_user: Any, api: Any
+    ledger: AnyLedger, user: Any, other_user: Any, api: Any
 ) -> None:
     body = {"operation": "CREDIT_SPEND", "amount": 1}
     real = api.post(url(ledger, "entries/"), {**body, "user": other_user.pk}, format="json")
@@ -124,8 +124,10 @@ def test_a_regular_user_cannot_tell_which_user_ids_exist(
     assert real.json() == ghost.json()
 
 
-def test_user_cannot_post_staff_operations(ledger: Ledger, user: Any, api: Any) -> None:
-    staff_ops = [op for op, rule in ledger.rules.items() if rule.posted_by is PostedBy.STAFF]
+def test_user_cannot_post_staff_operations(ledger: AnyLedger, user: Any, api: Any) -> None:
+    staff_ops = [
+        op for op, rule in ledger.operation_rules.items() if rule.posted_by is PostedBy.STAFF
+    ]
     assert SharedOperation.CREDIT_ADD in staff_ops
     count = _count(ledger)
     for op in staff_ops:
@@ -137,7 +139,7 @@ def test_user_cannot_post_staff_operations(ledger: Ledger, user: Any, api: Any) 
 
 @pytest.mark.parametrize("operation", ["REVERSAL", "SIGNUP_CREDIT"])
 def test_system_operations_cannot_be_posted(
-    ledger: Ledger, staff: Any, staff_api: Any, user: Any, operation: str
+    ledger: AnyLedger, staff: Any, staff_api: Any, user: Any, operation: str
 ) -> None:
     """Only the ledger posts these; documented as a validation_error (not a postable choice)."""
     count = _count(ledger)
@@ -150,7 +152,7 @@ def test_system_operations_cannot_be_posted(
     assert _count(ledger) == count
 
 
-def test_staff_credits_any_user(ledger: Ledger, staff: Any, staff_api: Any, user: Any) -> None:
+def test_staff_credits_any_user(ledger: AnyLedger, staff: Any, staff_api: Any, user: Any) -> None:
     before = balance_get(ledger=ledger, user_id=user.pk)
     response = staff_api.post(
         url(ledger, "entries/"),
@@ -163,7 +165,7 @@ def test_staff_credits_any_user(ledger: Ledger, staff: Any, staff_api: Any, user
     assert balance_get(ledger=ledger, user_id=user.pk) == before + 250
 
 
-def test_staff_must_name_the_user(ledger: Ledger, staff: Any, staff_api: Any) -> None:
+def test_staff_must_name_the_user(ledger: AnyLedger, staff: Any, staff_api: Any) -> None:
     count = _count(ledger)
     response = staff_api.post(
         url(ledger, "entries/"), {"operation": "CREDIT_ADD", "amount": 5}, format="json"
@@ -174,10 +176,12 @@ def test_staff_must_name_the_user(ledger: Ledger, staff: Any, staff_api: Any) ->
     assert _count(ledger) == count
 
 
-def test_service_account_posts_anything_for_anyone(ledger: Ledger, service: Any, user: Any) -> None:
+def test_service_account_posts_anything_for_anyone(
+    ledger: AnyLedger, service: Any, user: Any
+) -> None:
     client = token_client(service)
     assert not service.is_staff
-    for op, rule in ledger.rules.items():
+    for op, rule in ledger.operation_rules.items():
         if rule.posted_by is PostedBy.SYSTEM or rule.fixed or rule.direction is None:
             continue
         set_balance(ledger=ledger, user=user, to=100)
@@ -193,7 +197,7 @@ def test_service_account_posts_anything_for_anyone(ledger: Ledger, service: Any,
     assert response.status_code == 201
 
 
-def test_service_of_another_ledger_is_a_regular_user_here(ledger: Ledger, user: Any) -> None:
+def test_service_of_another_ledger_is_a_regular_user_here(ledger: AnyLedger, user: Any) -> None:
     from core_ledger.ledger import registry
 
     other = next(x for x in registry if x.label != ledger.label)
@@ -214,7 +218,7 @@ def test_service_of_another_ledger_is_a_regular_user_here(ledger: Ledger, user: 
 
 
 def test_fixed_amount_operations_refuse_a_client_amount(
-    ledger: Ledger, user: Any, api: Any
+    ledger: AnyLedger, user: Any, api: Any
 ) -> None:
     count = _count(ledger)
     response = api.post(
@@ -226,7 +230,7 @@ def test_fixed_amount_operations_refuse_a_client_amount(
     assert _count(ledger) == count
 
 
-def test_missing_amount_is_a_validation_error(ledger: Ledger, user: Any, api: Any) -> None:
+def test_missing_amount_is_a_validation_error(ledger: AnyLedger, user: Any, api: Any) -> None:
     response = api.post(url(ledger, "entries/"), {"operation": "CREDIT_SPEND"}, format="json")
     assert response.status_code == 400
     assert error_code(response) == "validation_error"
@@ -253,7 +257,7 @@ def test_missing_amount_is_a_validation_error(ledger: Ledger, user: Any, api: An
         10**40,
     ],
 )
-def test_bad_amounts_are_400_never_500(ledger: Ledger, user: Any, api: Any, amount: Any) -> None:
+def test_bad_amounts_are_400_never_500(ledger: AnyLedger, user: Any, api: Any, amount: Any) -> None:
     set_balance(ledger=ledger, user=user, to=50)
     count = _count(ledger)
     response = api.post(
@@ -267,7 +271,7 @@ def test_bad_amounts_are_400_never_500(ledger: Ledger, user: Any, api: Any, amou
 
 
 @pytest.mark.parametrize("user_value", [0, -1, "1", 1.0, True, 2**63, 10**30, [1]])
-def test_bad_user_values_are_400(ledger: Ledger, staff_api: Any, user_value: Any) -> None:
+def test_bad_user_values_are_400(ledger: AnyLedger, staff_api: Any, user_value: Any) -> None:
     count = _count(ledger)
     response = staff_api.post(
         url(ledger, "entries/"),
@@ -280,7 +284,7 @@ def test_bad_user_values_are_400(ledger: Ledger, staff_api: Any, user_value: Any
     assert _count(ledger) == count
 
 
-def test_unknown_user_is_400(ledger: Ledger, staff_api: Any) -> None:
+def test_unknown_user_is_400(ledger: AnyLedger, staff_api: Any) -> None:
     for op in ("CREDIT_ADD", "CREDIT_SPEND"):
         response = staff_api.post(
             url(ledger, "entries/"),
@@ -295,7 +299,7 @@ def test_unknown_user_is_400(ledger: Ledger, staff_api: Any) -> None:
 @pytest.mark.parametrize(
     "operation", ["NOPE", "", None, 5, ["CREDIT_SPEND"], "credit_spend", "CREDIT_SPEND\x00"]
 )
-def test_bad_operations_are_400(ledger: Ledger, api: Any, operation: Any) -> None:
+def test_bad_operations_are_400(ledger: AnyLedger, api: Any, operation: Any) -> None:
     response = api.post(
         url(ledger, "entries/"), {"operation": operation, "amount": 1}, format="json"
     )
@@ -321,7 +325,7 @@ def test_bad_operations_are_400(ledger: Ledger, api: Any, operation: Any) -> Non
     ],
 )
 def test_description_and_metadata_limits(
-    ledger: Ledger, user: Any, api: Any, field: str, value: Any
+    ledger: AnyLedger, user: Any, api: Any, field: str, value: Any
 ) -> None:
     set_balance(ledger=ledger, user=user, to=10)
     count = _count(ledger)
@@ -347,7 +351,7 @@ def test_description_and_metadata_limits(
     ],
 )
 def test_metadata_limits_at_the_boundary(
-    ledger: Ledger, staff_api: Any, user: Any, metadata: dict[str, Any], accepted: bool
+    ledger: AnyLedger, staff_api: Any, user: Any, metadata: dict[str, Any], accepted: bool
 ) -> None:
     response = staff_api.post(
         url(ledger, "entries/"),
@@ -371,7 +375,7 @@ def test_metadata_limits_at_the_boundary(
 
 
 def test_server_owned_fields_are_ignored(
-    ledger: Ledger, user: Any, other_user: Any, api: Any
+    ledger: AnyLedger, user: Any, other_user: Any, api: Any
 ) -> None:
     """Mass assignment: fields the server owns change nothing."""
     set_balance(ledger=ledger, user=user, to=40)
@@ -408,7 +412,7 @@ def test_server_owned_fields_are_ignored(
     assert not ledger.entry_model.objects.filter(reverses=victim).exists()
 
 
-def test_invalid_json_is_400(ledger: Ledger, api: Any) -> None:
+def test_invalid_json_is_400(ledger: AnyLedger, api: Any) -> None:
     response = api.generic(
         "POST", url(ledger, "entries/"), b'{"operation": ', content_type="application/json"
     )
@@ -420,19 +424,19 @@ def test_invalid_json_is_400(ledger: Ledger, api: Any) -> None:
     "raw",
     [b"[]", b'"x"', b"null", b"1", b'{"amount": NaN, "operation": "CREDIT_SPEND"}', b"[" * 50_000],
 )
-def test_odd_json_bodies_are_400(ledger: Ledger, api: Any, raw: bytes) -> None:
+def test_odd_json_bodies_are_400(ledger: AnyLedger, api: Any, raw: bytes) -> None:
     response = api.generic("POST", url(ledger, "entries/"), raw, content_type="application/json")
     assert response.status_code == 400, response.content
     assert error_code(response) == "validation_error"
 
 
-def test_form_bodies_are_415(ledger: Ledger, api: Any) -> None:
+def test_form_bodies_are_415(ledger: AnyLedger, api: Any) -> None:
     response = api.post(url(ledger, "entries/"), {"operation": "DAILY_REWARD"}, format="multipart")
     assert response.status_code == 415
     assert error_code(response) == "unsupported_media_type"
 
 
-def test_huge_body_is_refused_not_500(ledger: Ledger, user: Any, api: Any) -> None:
+def test_huge_body_is_refused_not_500(ledger: AnyLedger, user: Any, api: Any) -> None:
     count = _count(ledger)
     body = b'{"operation": "CREDIT_SPEND", "amount": 1, "description": "' + b"x" * 3_000_000 + b'"}'
     response = api.generic("POST", url(ledger, "entries/"), body, content_type="application/json")

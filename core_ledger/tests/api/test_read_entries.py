@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.operations import SharedOperation
 from core_ledger.services import entry_post
 from core_ledger.testing import make_user
@@ -17,14 +17,16 @@ from core_ledger.tests.api.conftest import error_code, token_client, url
 pytestmark = pytest.mark.django_db
 
 
-def _credit(ledger: Ledger, user: Any, amount: int = 1) -> int:
+def _credit(ledger: AnyLedger, user: Any, amount: int = 1) -> int:
     result = entry_post(
         ledger=ledger, user_id=user.pk, operation=SharedOperation.CREDIT_ADD, amount=amount
     )
     return int(result.entry.pk)
 
 
-def test_user_sees_only_own_entries(ledger: Ledger, user: Any, other_user: Any, api: Any) -> None:
+def test_user_sees_only_own_entries(
+    ledger: AnyLedger, user: Any, other_user: Any, api: Any
+) -> None:
     mine = _credit(ledger, user)
     theirs = _credit(ledger, other_user)
     response = api.get(url(ledger, "entries/"))
@@ -42,7 +44,9 @@ def test_user_sees_only_own_entries(ledger: Ledger, user: Any, other_user: Any, 
     assert response.status_code == 200 and response.json()["results"] == []
 
 
-def test_another_users_entry_is_404(ledger: Ledger, user: Any, other_user: Any, api: Any) -> None:
+def test_another_users_entry_is_404(
+    ledger: AnyLedger, user: Any, other_user: Any, api: Any
+) -> None:
     theirs = _credit(ledger, other_user)
     response = api.get(url(ledger, f"entries/{theirs}/"))
     assert response.status_code == 404
@@ -54,20 +58,20 @@ def test_another_users_entry_is_404(ledger: Ledger, user: Any, other_user: Any, 
 
 
 @pytest.mark.parametrize("entry_id", ["999999999", str(2**63), str(10**30)])
-def test_unknown_entry_is_404(ledger: Ledger, staff_api: Any, entry_id: str) -> None:
+def test_unknown_entry_is_404(ledger: AnyLedger, staff_api: Any, entry_id: str) -> None:
     response = staff_api.get(url(ledger, f"entries/{entry_id}/"))
     assert response.status_code == 404
     assert error_code(response) == "not_found"
 
 
-def test_non_numeric_entry_path_is_json_404(ledger: Ledger, api: Any) -> None:
+def test_non_numeric_entry_path_is_json_404(ledger: AnyLedger, api: Any) -> None:
     response = api.get(url(ledger, "entries/abc/"))
     assert response.status_code == 404
     assert error_code(response) == "not_found"
 
 
 def test_staff_and_service_see_everyone(
-    ledger: Ledger, user: Any, other_user: Any, staff_api: Any, service: Any
+    ledger: AnyLedger, user: Any, other_user: Any, staff_api: Any, service: Any
 ) -> None:
     a, b = _credit(ledger, user), _credit(ledger, other_user)
     for client in (staff_api, token_client(service)):
@@ -78,7 +82,7 @@ def test_staff_and_service_see_everyone(
         assert client.get(url(ledger, f"entries/{a}/")).status_code == 200
 
 
-def test_filters(ledger: Ledger, user: Any, api: Any) -> None:
+def test_filters(ledger: AnyLedger, user: Any, api: Any) -> None:
     _credit(ledger, user, 3)
     response = api.get(url(ledger, "entries/"), {"operation": "SIGNUP_CREDIT"})
     results = response.json()["results"]
@@ -115,7 +119,7 @@ def test_filters(ledger: Ledger, user: Any, api: Any) -> None:
     ],
 )
 def test_bad_query_parameters_are_400(
-    ledger: Ledger, staff_api: Any, params: dict[str, str]
+    ledger: AnyLedger, staff_api: Any, params: dict[str, str]
 ) -> None:
     response = staff_api.get(url(ledger, "entries/"), params)
     assert response.status_code == 400, response.content
@@ -124,7 +128,7 @@ def test_bad_query_parameters_are_400(
 
 
 def test_page_size_is_1_to_500_and_anything_else_is_a_400(
-    ledger: Ledger, user: Any, api: Any
+    ledger: AnyLedger, user: Any, api: Any
 ) -> None:
     for _ in range(600):
         _credit(ledger, user)
@@ -141,7 +145,7 @@ def test_page_size_is_1_to_500_and_anything_else_is_a_400(
 
 
 def test_pagination_neither_repeats_nor_skips_while_entries_arrive(
-    ledger: Ledger, user: Any, api: Any
+    ledger: AnyLedger, user: Any, api: Any
 ) -> None:
     initial = [_credit(ledger, user) for _ in range(23)]
     seen: list[int] = []
@@ -162,7 +166,7 @@ def test_pagination_neither_repeats_nor_skips_while_entries_arrive(
     assert [e["id"] for e in first] == sorted(inserted_during, reverse=True)[:5]
 
 
-def _signup_ids(ledger: Ledger, user: Any) -> list[int]:
+def _signup_ids(ledger: AnyLedger, user: Any) -> list[int]:
     return list(
         ledger.entry_model.objects.filter(user=user, operation="SIGNUP_CREDIT").values_list(
             "id", flat=True
@@ -170,7 +174,7 @@ def _signup_ids(ledger: Ledger, user: Any) -> list[int]:
     )
 
 
-def test_previous_link_walks_back(ledger: Ledger, user: Any, api: Any) -> None:
+def test_previous_link_walks_back(ledger: AnyLedger, user: Any, api: Any) -> None:
     for _ in range(6):
         _credit(ledger, user)
     first = api.get(url(ledger, "entries/") + "?page_size=3").json()
@@ -179,7 +183,7 @@ def test_previous_link_walks_back(ledger: Ledger, user: Any, api: Any) -> None:
     assert [e["id"] for e in back["results"]] == [e["id"] for e in first["results"]]
 
 
-def test_session_auth_reads_too(ledger: Ledger, user: Any) -> None:
+def test_session_auth_reads_too(ledger: AnyLedger, user: Any) -> None:
     from core_ledger.tests.api.conftest import session_client
 
     client = session_client(user)
@@ -200,7 +204,7 @@ def test_session_auth_reads_too(ledger: Ledger, user: Any) -> None:
     ],
 )
 def test_odd_moments_in_filters(
-    ledger: Ledger, api: Any, params: dict[str, str], status: int
+    ledger: AnyLedger, api: Any, params: dict[str, str], status: int
 ) -> None:
     response = api.get(url(ledger, "entries/"), params)
     assert response.status_code == status, response.content

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import balance_get
 from core_ledger.services import entry_post
 from core_ledger.testing import set_balance
@@ -15,13 +15,13 @@ from core_ledger.tests.api.conftest import error_code, token_client, url
 pytestmark = pytest.mark.django_db
 
 
-def _spend(ledger: Ledger, user: Any, amount: int) -> int:
+def _spend(ledger: AnyLedger, user: Any, amount: int) -> int:
     return int(
         entry_post(ledger=ledger, user_id=user.pk, operation="CREDIT_SPEND", amount=amount).entry.pk
     )
 
 
-def test_staff_reverses_once(ledger: Ledger, user: Any, staff: Any, staff_api: Any) -> None:
+def test_staff_reverses_once(ledger: AnyLedger, user: Any, staff: Any, staff_api: Any) -> None:
     set_balance(ledger=ledger, user=user, to=50)
     entry_id = _spend(ledger, user, 20)
     response = staff_api.post(url(ledger, f"entries/{entry_id}/reverse/"), {"reason": "refund"})
@@ -44,7 +44,7 @@ def test_staff_reverses_once(ledger: Ledger, user: Any, staff: Any, staff_api: A
     assert ledger.entry_model.objects.count() == count
 
 
-def test_reversing_a_spent_credit_is_409(ledger: Ledger, user: Any, staff_api: Any) -> None:
+def test_reversing_a_spent_credit_is_409(ledger: AnyLedger, user: Any, staff_api: Any) -> None:
     set_balance(ledger=ledger, user=user, to=0)
     credit = entry_post(ledger=ledger, user_id=user.pk, operation="CREDIT_ADD", amount=30).entry
     _spend(ledger, user, 25)
@@ -55,7 +55,7 @@ def test_reversing_a_spent_credit_is_409(ledger: Ledger, user: Any, staff_api: A
     assert ledger.entry_model.objects.count() == count
 
 
-def test_service_account_may_reverse(ledger: Ledger, user: Any, service: Any) -> None:
+def test_service_account_may_reverse(ledger: AnyLedger, user: Any, service: Any) -> None:
     set_balance(ledger=ledger, user=user, to=10)
     entry_id = _spend(ledger, user, 3)
     response = token_client(service).post(
@@ -64,7 +64,9 @@ def test_service_account_may_reverse(ledger: Ledger, user: Any, service: Any) ->
     assert response.status_code == 201
 
 
-def test_regular_user_cannot_reverse(ledger: Ledger, user: Any, other_user: Any, api: Any) -> None:
+def test_regular_user_cannot_reverse(
+    ledger: AnyLedger, user: Any, other_user: Any, api: Any
+) -> None:
     set_balance(ledger=ledger, user=user, to=10)
     mine = _spend(ledger, user, 3)
     set_balance(ledger=ledger, user=other_user, to=10)
@@ -81,7 +83,7 @@ def test_regular_user_cannot_reverse(ledger: Ledger, user: Any, other_user: Any,
     "body", [{}, {"reason": ""}, {"reason": "   "}, {"reason": "r" * 501}, {"reason": 5.5}]
 )
 def test_reason_is_required(
-    ledger: Ledger, user: Any, staff_api: Any, body: dict[str, Any]
+    ledger: AnyLedger, user: Any, staff_api: Any, body: dict[str, Any]
 ) -> None:
     set_balance(ledger=ledger, user=user, to=10)
     entry_id = _spend(ledger, user, 3)
@@ -93,7 +95,7 @@ def test_reason_is_required(
     assert ledger.entry_model.objects.count() == count
 
 
-def test_unknown_entry_is_404(ledger: Ledger, staff_api: Any) -> None:
+def test_unknown_entry_is_404(ledger: AnyLedger, staff_api: Any) -> None:
     for entry_id in (999_999_999, 2**63, 10**25):
         response = staff_api.post(url(ledger, f"entries/{entry_id}/reverse/"), {"reason": "x"})
         assert response.status_code == 404

@@ -9,16 +9,16 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import balance_get
 from core_ledger.testing import make_user
 
 
-def _entries(ledger: Ledger, operation: str) -> int:
+def _entries(ledger: AnyLedger, operation: str) -> int:
     return ledger.entry_model.objects.filter(operation=operation).count()
 
 
-def test_daily_reward_to_all_users_then_rerun_posts_nothing(run, ledger: Ledger, db) -> None:
+def test_daily_reward_to_all_users_then_rerun_posts_nothing(run, ledger: AnyLedger, db) -> None:
     users = [make_user() for _ in range(25)]
     inactive = make_user(is_active=False)
     reward = ledger.fixed_amount("DAILY_REWARD")
@@ -48,7 +48,7 @@ def test_daily_reward_to_all_users_then_rerun_posts_nothing(run, ledger: Ledger,
     assert _entries(ledger, "DAILY_REWARD") == count
 
 
-def test_grant_is_batched_not_one_transaction_per_user(run, ledger: Ledger, db) -> None:
+def test_grant_is_batched_not_one_transaction_per_user(run, ledger: AnyLedger, db) -> None:
     for _ in range(40):
         make_user()
     with CaptureQueriesContext(connection) as queries:
@@ -68,7 +68,7 @@ def test_grant_is_batched_not_one_transaction_per_user(run, ledger: Ledger, db) 
 
 
 def test_users_file_with_key_reports_unknown_users_and_rerun_is_idempotent(
-    run, ledger: Ledger, db, tmp_path: Path
+    run, ledger: AnyLedger, db, tmp_path: Path
 ) -> None:
     a, b = make_user(), make_user()
     users_file = tmp_path / "users.txt"
@@ -100,7 +100,7 @@ def test_users_file_with_key_reports_unknown_users_and_rerun_is_idempotent(
     assert balance_get(ledger=ledger, user_id=a.pk) == before + 15
 
 
-def test_failure_output_names_the_unknown_user(run, ledger: Ledger, db, tmp_path: Path) -> None:
+def test_failure_output_names_the_unknown_user(run, ledger: AnyLedger, db, tmp_path: Path) -> None:
     users_file = tmp_path / "users.txt"
     users_file.write_text("ghost\n")
     out = StringIO()
@@ -130,7 +130,9 @@ def test_failure_output_names_the_unknown_user(run, ledger: Ledger, db, tmp_path
         (["--operation", "DAILY_REWARD"], "one of the arguments --all-users --users-file"),
     ],
 )
-def test_refusals_write_nothing(run, ledger: Ledger, user, extra: list[str], message: str) -> None:
+def test_refusals_write_nothing(
+    run, ledger: AnyLedger, user, extra: list[str], message: str
+) -> None:
     count = ledger.entry_model.objects.count()
     with pytest.raises(CommandError, match=message):
         run("ledger_grant", "--ledger", ledger.label, *extra)
@@ -142,7 +144,7 @@ class _Terminal(StringIO):
         return True
 
 
-def test_progress_bar_on_a_terminal_only(ledger: Ledger, db) -> None:
+def test_progress_bar_on_a_terminal_only(ledger: AnyLedger, db) -> None:
     for _ in range(3):
         make_user()
     out, err = StringIO(), _Terminal()

@@ -3,15 +3,15 @@ from __future__ import annotations
 import pytest
 from django.core.management.base import CommandError
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import balance_get
 
 
-def _count(ledger: Ledger, user) -> int:
+def _count(ledger: AnyLedger, user) -> int:
     return ledger.entry_model.objects.filter(user=user).count()
 
 
-def test_posts_one_entry_and_prints_it(run, ledger: Ledger, user) -> None:
+def test_posts_one_entry_and_prints_it(run, ledger: AnyLedger, user) -> None:
     before = balance_get(ledger=ledger, user_id=user.pk)
     out, _ = run(
         "ledger_post",
@@ -34,7 +34,7 @@ def test_posts_one_entry_and_prints_it(run, ledger: Ledger, user) -> None:
     assert f"balance after {before + 40}" in out
 
 
-def test_user_by_id_and_debit_sign(run, ledger: Ledger, user) -> None:
+def test_user_by_id_and_debit_sign(run, ledger: AnyLedger, user) -> None:
     before = balance_get(ledger=ledger, user_id=user.pk)
     run(
         "ledger_post",
@@ -50,7 +50,7 @@ def test_user_by_id_and_debit_sign(run, ledger: Ledger, user) -> None:
     assert balance_get(ledger=ledger, user_id=user.pk) == before - 7
 
 
-def test_idempotency_key_replays(run, ledger: Ledger, user) -> None:
+def test_idempotency_key_replays(run, ledger: AnyLedger, user) -> None:
     args = (
         "ledger_post",
         "--ledger",
@@ -73,7 +73,7 @@ def test_idempotency_key_replays(run, ledger: Ledger, user) -> None:
 
 
 def test_domain_error_is_one_line_command_error_and_writes_nothing(
-    run, ledger: Ledger, user
+    run, ledger: AnyLedger, user
 ) -> None:
     count = _count(ledger, user)
     with pytest.raises(CommandError) as excinfo:
@@ -104,7 +104,7 @@ def test_domain_error_is_one_line_command_error_and_writes_nothing(
         (["--operation", "REVERSAL", "--amount", "3"], "operation_not_allowed"),
     ],
 )
-def test_refusals(run, ledger: Ledger, user, extra: list[str], code: str) -> None:
+def test_refusals(run, ledger: AnyLedger, user, extra: list[str], code: str) -> None:
     count = _count(ledger, user)
     with pytest.raises(CommandError, match=f"^{code}:"):
         run("ledger_post", "--ledger", ledger.label, "--user", user.username, *extra)
@@ -123,7 +123,7 @@ def test_missing_ledger_is_refused(run) -> None:
         run("ledger_post", "--user", "x", "--operation", "CREDIT_ADD")
 
 
-def test_unknown_user(run, ledger: Ledger, db) -> None:
+def test_unknown_user(run, ledger: AnyLedger, db) -> None:
     with pytest.raises(CommandError, match="No user 'ghost'"):
         run(
             "ledger_post",

@@ -4,11 +4,11 @@ import pytest
 from django.core.management.base import CommandError
 from django.db import connection
 
-from core_ledger.ledger import Ledger, registry
+from core_ledger.ledger import AnyLedger, registry
 from core_ledger.testing import set_balance
 
 
-def test_sound_ledgers_pass(run, ledger: Ledger, user) -> None:
+def test_sound_ledgers_pass(run, ledger: AnyLedger, user) -> None:
     set_balance(ledger=ledger, user=user, to=77)
     out, _ = run("ledger_verify")
     for label in registry.labels():
@@ -18,7 +18,7 @@ def test_sound_ledgers_pass(run, ledger: Ledger, user) -> None:
 
 
 @pytest.mark.corrupts_ledger
-def test_corrupted_balance_is_listed_and_exits_1(run, ledger: Ledger, user) -> None:
+def test_corrupted_balance_is_listed_and_exits_1(run, ledger: AnyLedger, user) -> None:
     set_balance(ledger=ledger, user=user, to=50)
     table = connection.ops.quote_name(ledger.balance_model._meta.db_table)
     with connection.cursor() as cursor:  # the balance table has no guard trigger
@@ -47,7 +47,7 @@ def test_unknown_ledger(run) -> None:
 
 
 @pytest.mark.corrupts_ledger
-def test_entry_breaking_the_chain_is_listed(ledger: Ledger, user) -> None:
+def test_entry_breaking_the_chain_is_listed(ledger: AnyLedger, user) -> None:
     """An entry slipped in with raw SQL (INSERT is allowed; the guard refuses UPDATE/DELETE)."""
     table = connection.ops.quote_name(ledger.entry_model._meta.db_table)
     with connection.cursor() as cursor:

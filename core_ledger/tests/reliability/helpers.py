@@ -15,12 +15,12 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from core_ledger.ledger import Ledger, registry
+from core_ledger.ledger import AnyLedger, registry
 
 WAIT_SECONDS = 20.0
 
 
-def entry_insert_marker(ledger: Ledger) -> str:
+def entry_insert_marker(ledger: AnyLedger) -> str:
     """The start of the service's entry INSERT for ``ledger`` (not the balance upsert)."""
     return f"INSERT INTO {connection.ops.quote_name(ledger.entry_model._meta.db_table)}"
 
@@ -146,7 +146,7 @@ def token_client(user: Any) -> APIClient:
 
 
 def time_order_violations(
-    ledger: Ledger, user_ids: list[int] | None = None
+    ledger: AnyLedger, user_ids: list[int] | None = None
 ) -> list[tuple[Any, ...]]:
     """Entries whose created_at is earlier than the previous entry of the same user in id order.
 

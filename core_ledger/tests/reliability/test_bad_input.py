@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
-from core_ledger.ledger import Ledger, registry
+from core_ledger.ledger import AnyLedger, registry
 from core_ledger.operations import SharedOperation as Op
 from core_ledger.services import MAX_AMOUNT, entry_post
 from core_ledger.tests.reliability.helpers import fast_user, snapshot, token_client
@@ -46,9 +46,9 @@ def spend(**extra: Any) -> dict[str, Any]:
     return {"operation": SPEND, "amount": 1, **extra}
 
 
-def cases(ledger: Ledger) -> list[Case]:
+def cases(ledger: AnyLedger) -> list[Case]:
     foreign_ops = sorted(
-        {op for other in registry for op in other.rules if op not in ledger.rules}
+        {op for other in registry for op in other.rules if op not in ledger.operation_rules}
     ) or ["NOT_HERE"]
     v, n = "validation_error", "not_found"
     table = [
@@ -282,7 +282,7 @@ def cases(ledger: Ledger) -> list[Case]:
     return table
 
 
-def _request(client: Any, ledger: Ledger, case: Case, entry_id: int) -> Any:
+def _request(client: Any, ledger: AnyLedger, case: Case, entry_id: int) -> Any:
     path = case.path.replace("{entry}", str(entry_id))
     if not path.startswith("/"):
         path = f"/api/{ledger.label}/{path}"
@@ -300,7 +300,7 @@ def _request(client: Any, ledger: Ledger, case: Case, entry_id: int) -> Any:
 
 
 def test_malformed_requests_are_4xx_with_the_code_and_write_nothing(
-    ledger: Ledger, figures: Any
+    ledger: AnyLedger, figures: Any
 ) -> None:
     user, staff = fast_user(), fast_user(staff=True)
     entry = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=10).entry

@@ -17,7 +17,7 @@ import pytest
 from django.db import DatabaseError, connection, connections
 
 from core_ledger.exceptions import InsufficientCredits, LedgerBusy, LedgerError
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.operations import SharedOperation as Op
 from core_ledger.selectors import balance_get, ledger_check
 from core_ledger.services import entry_post, entry_reverse, grant_bulk
@@ -49,7 +49,7 @@ def _assert_nothing_written(before: Any, user_ids: list[int], key: str | None = 
 
 @pytest.mark.parametrize("operation", [Op.CREDIT_ADD, Op.CREDIT_SPEND])
 def test_backend_terminated_mid_post_leaves_nothing_and_retry_posts_once(
-    ledger: Ledger, operation: str, figures: Any
+    ledger: AnyLedger, operation: str, figures: Any
 ) -> None:
     user = fast_user()
     before = snapshot([user.pk])
@@ -99,7 +99,7 @@ def test_backend_terminated_mid_post_leaves_nothing_and_retry_posts_once(
     figures("faults injected so far", dict(FAULTS))
 
 
-def _hold_balance_row(ledger: Ledger, user_id: int) -> Any:
+def _hold_balance_row(ledger: AnyLedger, user_id: int) -> Any:
     """A second connection that locks the user's balance row (SELECT … FOR UPDATE) until closed."""
     holder = connections.create_connection("default")
     holder.set_autocommit(False)
@@ -123,7 +123,7 @@ def _hold_balance_row(ledger: Ledger, user_id: int) -> Any:
     ids=["lock_timeout", "statement_timeout"],
 )
 def test_timeout_on_a_hot_row_is_a_clean_ledger_busy(
-    ledger: Ledger, timeout: tuple[str, str], figures: Any
+    ledger: AnyLedger, timeout: tuple[str, str], figures: Any
 ) -> None:
     kind, set_sql = timeout
     user = fast_user()
@@ -202,7 +202,7 @@ def test_timeout_on_a_hot_row_is_a_clean_ledger_busy(
     figures("faults injected so far", dict(FAULTS))
 
 
-def test_bulk_grant_stamps_its_entries_after_taking_the_locks(ledger: Ledger) -> None:
+def test_bulk_grant_stamps_its_entries_after_taking_the_locks(ledger: AnyLedger) -> None:
     """A bulk grant that waits for a user's row must not date that user's entry before the
     entry it waited for: ``balance_at`` reads by time, the chain runs by id.
 
@@ -259,7 +259,7 @@ def _deadlocks() -> int:
 
 @pytest.mark.slow
 def test_bulk_grants_and_single_posts_over_overlapping_users_never_deadlock(
-    ledger: Ledger, caplog: pytest.LogCaptureFixture, figures: Any
+    ledger: AnyLedger, caplog: pytest.LogCaptureFixture, figures: Any
 ) -> None:
     users = [fast_user().pk for _ in range(12)]
     signup = {u: balance_get(ledger=ledger, user_id=u) for u in users}

@@ -10,13 +10,13 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from core_ledger.ledger import Ledger
+from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import balance_get, ledger_check
 
 
 @pytest.mark.corrupts_ledger
 @pytest.mark.django_db
-def test_ledger_check_finds_a_day_that_is_not_the_utc_date(ledger: Ledger, user: Any) -> None:
+def test_ledger_check_finds_a_day_that_is_not_the_utc_date(ledger: AnyLedger, user: Any) -> None:
     amount = ledger.fixed_amount("DAILY_REWARD") or 1
     current = balance_get(ledger=ledger, user_id=user.pk)
     now = timezone.now()

@@ -19,7 +19,7 @@ from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from rest_framework.throttling import SimpleRateThrottle
 
-from core_ledger.ledger import Ledger, registry
+from core_ledger.ledger import AnyLedger, registry
 from core_ledger.operations import SharedOperation as Op
 from core_ledger.selectors import balance_get
 from core_ledger.services import entry_post
@@ -41,12 +41,12 @@ def err(response: Any) -> str:
     return str(body["error"]["code"])
 
 
-def staff_only_ops(ledger: Ledger) -> list[str]:
-    return [op for op, rule in ledger.rules.items() if rule.posted_by.value == "staff"]
+def staff_only_ops(ledger: AnyLedger) -> list[str]:
+    return [op for op, rule in ledger.operation_rules.items() if rule.posted_by.value == "staff"]
 
 
 @pytest.fixture
-def pair(db: None, ledger: Ledger) -> tuple[Any, Any, Any]:
+def pair(db: None, ledger: AnyLedger) -> tuple[Any, Any, Any]:
     """Users A and B, and one entry of B's with a recognisable description."""
     a, b = fast_user(prefix="alice"), fast_user(prefix="bob")
     secret_entry = entry_post(
@@ -63,7 +63,7 @@ def pair(db: None, ledger: Ledger) -> tuple[Any, Any, Any]:
 
 @pytest.mark.django_db
 def test_a_user_can_neither_see_nor_touch_another_users_account(
-    ledger: Ledger, pair: tuple[Any, Any, Any]
+    ledger: AnyLedger, pair: tuple[Any, Any, Any]
 ) -> None:
     a, b, secret = pair
     api = token_client(a)
@@ -104,7 +104,7 @@ def test_a_user_can_neither_see_nor_touch_another_users_account(
 
 
 @pytest.mark.django_db
-def test_function_level_authorization(ledger: Ledger) -> None:
+def test_function_level_authorization(ledger: AnyLedger) -> None:
     user = fast_user()
     api = token_client(user)
     base = f"/api/{ledger.label}"
@@ -153,7 +153,7 @@ def test_function_level_authorization(ledger: Ledger) -> None:
 
 
 @pytest.mark.django_db
-def test_mass_assignment_changes_nothing_the_server_owns(ledger: Ledger) -> None:
+def test_mass_assignment_changes_nothing_the_server_owns(ledger: AnyLedger) -> None:
     user = fast_user()
     other = fast_user()
     api = token_client(user)
@@ -193,7 +193,7 @@ def test_mass_assignment_changes_nothing_the_server_owns(ledger: Ledger) -> None
 
 @pytest.mark.django_db
 def test_idempotency_keys_are_scoped_to_the_caller(
-    ledger: Ledger, pair: tuple[Any, Any, Any]
+    ledger: AnyLedger, pair: tuple[Any, Any, Any]
 ) -> None:
     a, b, _ = pair
     staff = fast_user(staff=True)
@@ -241,7 +241,7 @@ def test_idempotency_keys_are_scoped_to_the_caller(
 
 @pytest.mark.django_db
 def test_throttling_is_429_in_the_error_shape(
-    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    ledger: AnyLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"user": "4/min", "anon": "2/min"})
     user = fast_user()

@@ -1,0 +1,55 @@
+"""Every ``SHARED_LEDGER_*`` setting of the core, its default and its type, read in one place.
+
+Read them as ``from core_ledger.conf import app_settings; app_settings.PREPARED_STATEMENTS``
+(django-allauth's ``app_settings`` shape): each property reads Django's settings when it is
+asked, so ``override_settings`` in tests works, and a wrong type is reported by the system checks
+in :mod:`core_ledger.checks`, not by a 500 on the first post.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class AppSettings:
+    """The core's settings, with their defaults. See the README's "Configuration" section."""
+
+    prefix = "SHARED_LEDGER_"
+
+    def _setting(self, name: str, default: Any) -> Any:
+        from django.conf import settings
+
+        return getattr(settings, self.prefix + name, default)
+
+    @property
+    def FIXED_AMOUNTS(self) -> Mapping[str, Mapping[str, Any]]:
+        """Per ledger label, per operation value: the amount a fixed operation posts.
+
+        Overrides the ledger declaration, e.g. ``{"alpha": {"DAILY_REWARD": 20}}``. Default ``{}``.
+        Values must be positive integers (system check ``core_ledger.E030``).
+        """
+        value = self._setting("FIXED_AMOUNTS", {})
+        return value if isinstance(value, Mapping) else {}
+
+    @property
+    def PREPARED_STATEMENTS(self) -> bool:
+        """Run the post's statements as server-side prepared statements. Default ``True``.
+
+        Turn off behind a pooler that cannot keep them (PgBouncer in transaction mode < 1.21).
+        """
+        return bool(self._setting("PREPARED_STATEMENTS", True))
+
+    @property
+    def DATABASE(self) -> str | None:
+        """The database alias the ledger writes to. Default ``None``: ask Django's routers
+        (``DATABASE_ROUTERS``), which answer ``"default"`` when no router has an opinion."""
+        value = self._setting("DATABASE", None)
+        return str(value) if value else None
+
+    def raw(self, name: str) -> Any:
+        """The setting as configured (for the system checks), or None when it is not set."""
+        return self._setting(name, None)
+
+
+app_settings = AppSettings()

@@ -1,0 +1,214 @@
+"""Bulk grants: credit one operation to many users, a batch per transaction, set-based."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DatabaseError, connections, transaction
+
+from core_ledger.exceptions import (
+    AlreadyClaimed,
+    IdempotencyKeyReused,
+    LedgerError,
+    ValidationFailed,
+)
+from core_ledger.ledger import Direction, Frequency, Ledger, OpT
+from core_ledger.models import DESCRIPTION_MAX_LENGTH
+from core_ledger.services import idempotency, sql
+from core_ledger.services.posting import entry_post
+from core_ledger.services.validation import clean_key, clean_text, signed_amount
+
+logger = logging.getLogger(__name__)
+
+# Users whose grant status a bulk grant reads per round trip (see grant_bulk).
+PRECHECK_SIZE = 10_000
+
+
+@dataclass
+class GrantSummary:
+    """What a bulk grant did: ``granted`` new entries, ``skipped`` users that had it already."""
+
+    granted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.granted + self.skipped + self.failed
+
+
+def _chunks(ids: Iterable[int], size: int) -> Iterable[list[int]]:
+    batch: list[int] = []
+    for user_id in ids:
+        batch.append(user_id)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def grant_bulk(
+    *,
+    ledger: Ledger[Any, Any, OpT],
+    operation: OpT,
+    user_ids: Iterable[int],
+    amount: int | None = None,
+    idempotency_key: str | None = None,
+    description: str = "",
+    batch_size: int = 2000,
+    on_batch: Callable[[int], object] | None = None,
+) -> GrantSummary:
+    """Credit ``operation`` to many users, a batch per transaction, set-based.
+
+    Idempotent: users who already have it (daily reward today, signup credit, or an entry with
+    ``idempotency_key``) are skipped, so a rerun posts nothing new. Balance rows are locked in
+    user-id order, so concurrent batches and single posts cannot deadlock. A batch that fails
+    as a whole is retried user by user to isolate the culprit.
+    """
+    op = ledger.operation(operation)
+    rule = ledger.rule(op)
+    alias = ledger.db_alias
+    if rule.direction is not Direction.CREDIT:
+        raise ValidationFailed(f"Only credit operations can be granted in bulk; {op} is not.")
+    if not rule.fixed and idempotency_key is None and rule.frequency.value == "any":
+        raise ValidationFailed(
+            f"A bulk grant of {op} needs an idempotency key so that a rerun posts nothing twice."
+        )
+    signed = signed_amount(ledger, op, rule, amount)
+    description = clean_text(
+        description or "", name="description", max_length=DESCRIPTION_MAX_LENGTH
+    )
+    key = clean_key(idempotency_key)
+    request_fingerprint = (
+        ""
+        if key is None
+        else idempotency.fingerprint(
+            actor=None, operation=op.value, amount=signed, description=description
+        )
+    )
+    entry_table, balance_table = sql.tables(ledger)
+    summary = GrantSummary()
+    sql_ensure = (
+        f"INSERT INTO {balance_table} (user_id, balance, updated_at) "
+        "SELECT u, 0, clock_timestamp() FROM unnest(%s::bigint[]) AS u ORDER BY u "
+        "ON CONFLICT (user_id) DO NOTHING"
+    )
+    sql_grant = (
+        f"WITH locked AS (SELECT user_id, balance FROM {balance_table} "
+        "WHERE user_id = ANY(%s::bigint[]) ORDER BY user_id FOR UPDATE), "
+        # The time is read after every row lock is held (count(*) drains `locked`), so an entry
+        # never predates one it waited for: balance_at reads by time, the chain runs by id.
+        "t AS (SELECT clock_timestamp() AS ts FROM (SELECT count(*) FROM locked) AS all_locked), "
+        f"ins AS (INSERT INTO {entry_table} (user_id, operation, amount, balance_after, "
+        "idempotency_key, request_fingerprint, description, metadata, created_at, day) "
+        "SELECT l.user_id, %s, %s, l.balance + %s, %s, %s, %s, '{}'::jsonb, t.ts, "
+        "(t.ts AT TIME ZONE 'UTC')::date FROM locked l, t ORDER BY l.user_id "
+        "ON CONFLICT DO NOTHING RETURNING user_id) "
+        f"UPDATE {balance_table} AS b SET balance = b.balance + %s, updated_at = clock_timestamp() "
+        # The ANY() bound lets the planner read the batch's rows by primary key instead of
+        # scanning the whole balance table once per batch.
+        "FROM ins WHERE b.user_id = ins.user_id AND b.user_id = ANY(%s::bigint[])"
+    )
+    # Who in a batch still lacks the grant: a read on the unique index that would refuse it, so
+    # a rerun locks and writes nothing. Only a shortcut: ON CONFLICT DO NOTHING stays the guard.
+    already: list[str] = []
+    already_params: list[Any] = []
+    if key is not None:
+        already.append("e.idempotency_key = %s")
+        already_params.append(key)
+    if rule.frequency is Frequency.ONCE:
+        already.append("e.operation = %s")
+        already_params.append(op.value)
+    elif rule.frequency is Frequency.DAILY:
+        # Today read once (an init plan), so that it is part of the index condition.
+        already.append(
+            "(e.operation = %s AND e.day = (SELECT (clock_timestamp() AT TIME ZONE 'UTC')::date))"
+        )
+        already_params.append(op.value)
+    # The same read tells which users still need a balance row (most have one since signup).
+    # (A join bounded by ANY(), read on the primary key: an EXISTS per user was planned as a
+    # hashed subplan over the whole balance table, 40 ms per batch at 100,000 users.)
+    sql_pending = (
+        "SELECT u, b.user_id IS NOT NULL FROM unnest(%s::bigint[]) AS u "
+        f"LEFT JOIN {balance_table} b ON b.user_id = u AND b.user_id = ANY(%s::bigint[]) WHERE "
+        + (
+            f"NOT EXISTS (SELECT 1 FROM {entry_table} e WHERE e.user_id = u "
+            f"AND ({' OR '.join(already)}))"
+            if already
+            else "true"
+        )
+        + " ORDER BY u"
+    )
+
+    def grant_batch(pending: list[tuple[int, bool]]) -> None:
+        """One transaction: the balance rows of those lacking one, then the grant itself."""
+        batch = [user_id for user_id, _ in pending]
+        without_balance = [user_id for user_id, has_balance in pending if not has_balance]
+        try:
+            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+                if without_balance:
+                    cursor.execute(sql_ensure, [sql.bigint_array(without_balance)])
+                ids = sql.bigint_array(batch)
+                cursor.execute(
+                    sql_grant,
+                    [
+                        ids,
+                        op.value,
+                        signed,
+                        signed,
+                        key,
+                        request_fingerprint,
+                        description,
+                        signed,
+                        ids,
+                    ],
+                )
+                granted = cursor.rowcount
+            summary.granted += granted
+            summary.skipped += len(batch) - granted
+        except DatabaseError:
+            logger.warning(
+                "Bulk grant batch of %d failed; retrying one by one",
+                len(batch),
+                exc_info=True,
+            )
+            for user_id in batch:
+                try:
+                    result = entry_post(
+                        ledger=ledger,
+                        user_id=user_id,
+                        operation=op,
+                        amount=amount,
+                        idempotency_key=key,
+                        description=description,
+                    )
+                except (AlreadyClaimed, IdempotencyKeyReused):
+                    summary.skipped += 1
+                except (LedgerError, DatabaseError) as exc:
+                    summary.failed += 1
+                    summary.errors.append(f"user {user_id}: {exc}")
+                else:
+                    if result.replayed:
+                        summary.skipped += 1
+                    else:
+                        summary.granted += 1
+
+    # The pre-check reads up to PRECHECK_SIZE users per round trip (a rerun is mostly these
+    # reads); the writes still go batch_size users per transaction.
+    for chunk in _chunks(user_ids, max(batch_size, PRECHECK_SIZE)):
+        group = sorted(set(chunk))
+        with connections[alias].cursor() as cursor:
+            ids = sql.bigint_array(group)
+            cursor.execute(sql_pending, [ids, ids, *already_params])
+            pending = cursor.fetchall()
+        summary.skipped += len(group) - len(pending)
+        for first in range(0, len(pending), batch_size):
+            grant_batch(pending[first : first + batch_size])
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return summary

@@ -1,0 +1,67 @@
+"""Reversal: undo an entry with an opposite ``REVERSAL`` entry that points at it, once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import DatabaseError
+
+from core_ledger.exceptions import (
+    AlreadyReversed,
+    EntryNotFound,
+    InsufficientCredits,
+    OperationNotAllowed,
+    ValidationFailed,
+)
+from core_ledger.ledger import EntryT, Ledger
+from core_ledger.models import DESCRIPTION_MAX_LENGTH
+from core_ledger.operations import SharedOperation
+from core_ledger.services import sql
+from core_ledger.services.policy import Actor, actor_id, is_privileged
+from core_ledger.services.validation import clean_text
+
+
+def entry_reverse(
+    *, ledger: Ledger[EntryT, Any, Any], entry_id: int, reason: str, actor: Actor = None
+) -> EntryT:
+    """Undo an entry with an opposite REVERSAL entry that points at it; once per entry.
+
+    Refused with ``insufficient_credits`` when reversing a credit would take the balance below 0.
+    """
+    if actor is not None and not is_privileged(ledger, actor):
+        raise OperationNotAllowed("Only staff or a service account may reverse entries.")
+    reason = clean_text(reason or "", name="reason", max_length=DESCRIPTION_MAX_LENGTH).strip()
+    if not reason:
+        raise ValidationFailed(
+            "A reason is required to reverse an entry.",
+            reason=["This field is required."],
+        )
+    original = (
+        ledger.entry_model.objects.filter(pk=entry_id)
+        .values("id", "user_id", "operation", "amount")
+        .first()
+    )
+    if original is None:
+        raise EntryNotFound(f"No entry {entry_id} in ledger {ledger.label!r}.")
+    if original["operation"] == SharedOperation.REVERSAL:
+        raise OperationNotAllowed("A reversal cannot itself be reversed; post a new entry instead.")
+    if ledger.entry_model.objects.filter(reverses_id=entry_id).exists():
+        raise AlreadyReversed(f"Entry {entry_id} has already been reversed.")
+    try:
+        return sql.write(
+            ledger=ledger,
+            user_id=original["user_id"],
+            operation=SharedOperation.REVERSAL.value,
+            amount=-original["amount"],
+            actor_id=actor_id(actor),
+            description=reason,
+            metadata={},
+            reverses_id=original["id"],
+        )
+    except InsufficientCredits as exc:
+        raise InsufficientCredits(
+            f"Reversing entry {entry_id} would take the balance below zero.",
+            entry=entry_id,
+        ) from exc
+    except DatabaseError as exc:
+        raise sql.translate_db_error(exc, operation=SharedOperation.REVERSAL.value) from exc

@@ -1,0 +1,121 @@
+"""Input rules every write path shares: amounts, text, metadata and idempotency keys.
+
+Serializers check shape; these check the ledger's own limits (README "Limits"), so a command, the
+admin and the API refuse the same input with the same ``validation_error``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from core_ledger.exceptions import OperationNotAllowed, ValidationFailed
+from core_ledger.ledger import AnyLedger, OperationRule
+from core_ledger.models import IDEMPOTENCY_KEY_MAX_LENGTH
+
+# A single post moves at most MAX_AMOUNT credits, so a balance would need millions of maximal
+# credits to approach the 64-bit ceiling.
+MAX_AMOUNT = 1_000_000_000_000
+METADATA_MAX_KEYS = 20
+METADATA_KEY_MAX_LENGTH = 64
+METADATA_VALUE_MAX_LENGTH = 500
+METADATA_MAX_BYTES = 4096
+
+
+def signed_amount(
+    ledger: AnyLedger, operation: str, rule: OperationRule, amount: int | None
+) -> int:
+    """The signed amount to post: the fixed amount, or the client's positive ``amount``."""
+    fixed = ledger.fixed_amount(operation)
+    if rule.fixed:
+        if amount is not None:
+            raise ValidationFailed(
+                f"{operation} has a fixed amount; do not send one.",
+                amount=[f"{operation} always posts {fixed}; omit amount."],
+            )
+        if not fixed:
+            raise OperationNotAllowed(f"{operation} is not offered by ledger {ledger.label!r}.")
+        amount = fixed
+    if amount is None:
+        raise ValidationFailed("amount is required.", amount=["This field is required."])
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise ValidationFailed(
+            "amount must be a whole number.", amount=["A whole number is required."]
+        )
+    if not 1 <= amount <= MAX_AMOUNT:
+        raise ValidationFailed(
+            f"amount must be between 1 and {MAX_AMOUNT}.",
+            amount=[
+                f"Ensure this value is between 1 and {MAX_AMOUNT}; the operation gives the sign."
+            ],
+        )
+    assert rule.direction is not None
+    return rule.direction.sign * amount
+
+
+def clean_metadata(metadata: Any) -> dict[str, Any]:
+    """Check the documented metadata limits; return a plain dict."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ValidationFailed(
+            "metadata must be a JSON object.", metadata=["Must be a JSON object."]
+        )
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise ValidationFailed(
+            "metadata has too many keys.",
+            metadata=[f"At most {METADATA_MAX_KEYS} keys."],
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH:
+            raise ValidationFailed(
+                "metadata key too long.",
+                metadata=[f"Keys are strings of 1 to {METADATA_KEY_MAX_LENGTH} characters."],
+            )
+        if isinstance(value, str) and len(value) > METADATA_VALUE_MAX_LENGTH:
+            raise ValidationFailed(
+                "metadata value too long.",
+                metadata=[f"String values are at most {METADATA_VALUE_MAX_LENGTH} characters."],
+            )
+    encoded = json.dumps(metadata, sort_keys=True, allow_nan=False)
+    if len(encoded.encode()) > METADATA_MAX_BYTES:
+        raise ValidationFailed(
+            "metadata too large.",
+            metadata=[f"At most {METADATA_MAX_BYTES} bytes as JSON."],
+        )
+    if "\\u0000" in encoded:
+        raise ValidationFailed(
+            "metadata cannot contain NUL characters.", metadata=["No NUL characters."]
+        )
+    return dict(metadata)
+
+
+def clean_text(value: str, *, name: str, max_length: int) -> str:
+    """``value`` if it is a string of at most ``max_length`` characters without NUL."""
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{name} must be a string.", **{name: ["Must be a string."]})
+    if len(value) > max_length:
+        raise ValidationFailed(
+            f"{name} is too long.", **{name: [f"At most {max_length} characters."]}
+        )
+    if "\x00" in value:
+        raise ValidationFailed(f"{name} cannot contain NUL.", **{name: ["No NUL characters."]})
+    return value
+
+
+def clean_key(key: str | None) -> str | None:
+    """An idempotency key: 1-255 printable ASCII characters, or None."""
+    if key is None:
+        return None
+    if (
+        not isinstance(key, str)
+        or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH
+        or not key.isprintable()
+        or not key.isascii()
+    ):
+        raise ValidationFailed(
+            "Invalid idempotency key.",
+            idempotency_key=[f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."],
+        )
+    return key
