@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from rest_framework.authtoken.models import Token
 
     from core_ledger.ledger import registry
+    from core_ledger.services.operators import operator_grant
     from core_ledger.tests.reliability.helpers import (
         GunicornServer,
         snapshot,
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             user_model.objects.create(username=f"soak-{run_id}-{i}").pk for i in range(args.users)
         ]
         staff = user_model.objects.create(username=f"soak-{run_id}-staff", is_staff=True)
+        for ledger in registry:
+            operator_grant(ledger=ledger, user=staff)
         tokens = {u: Token.objects.create(user_id=u).key for u in users}
         staff_token = Token.objects.create(user=staff).key
         baseline = snapshot(users).last_ids

@@ -7,8 +7,10 @@ A ledger app registers its two models in a few lines (see ``app_alpha/admin.py``
 
 The admin is thin: entries and balances are read-only for everyone (the database refuses
 UPDATE and DELETE on entries anyway); the "Reverse selected entries" action and the "Post entry"
-form each make one service call per entry and show the service's refusals. Any staff user may
-view the ledgers, as the services let staff post and reverse in every ledger.
+form each make one service call per entry and show the service's refusals. What a staff user
+sees and does is set by the ledger's permissions, never by ``is_staff`` alone: the view
+permissions of the entry and balance models open the pages, ``post_any_entry`` the "Post entry"
+form and ``reverse_entry`` the reverse action (``manage.py ledger_operators`` grants them all).
 """
 
 from __future__ import annotations
@@ -34,11 +36,7 @@ from core_ledger.models import DESCRIPTION_MAX_LENGTH, IDEMPOTENCY_KEY_MAX_LENGT
 from core_ledger.operations import SharedOperation
 from core_ledger.selectors import balances_for_user, ledger_totals, user_find
 from core_ledger.services import entry_post, entry_reverse
-
-
-def _is_staff(request: HttpRequest) -> bool:
-    user = request.user
-    return bool(user.is_active and user.is_staff)
+from core_ledger.services.policy import can_reverse, is_privileged
 
 
 def admin_url(model: type[Any], view: str, *args: Any) -> str | None:
@@ -57,16 +55,13 @@ def entries_url(ledger: AnyLedger, user_id: int) -> str | None:
 
 
 class LedgerModelAdmin(admin.ModelAdmin):
-    """Read-only for everyone; visible to staff. Subclassed by the entry and balance admins."""
+    """Read-only for everyone; visible with the model's view permission (Django's own rule).
+
+    Subclassed by the entry and balance admins.
+    """
 
     def get_ledger(self) -> AnyLedger:
         return registry.for_model(self.model)
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return _is_staff(request) or super().has_module_permission(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _is_staff(request) or super().has_view_permission(request, obj)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -211,8 +206,16 @@ class EntryAdmin(LedgerModelAdmin):
     # --- reverse action ---------------------------------------------------------------------
 
     def has_reverse_permission(self, request: HttpRequest) -> bool:
-        user = request.user
-        return _is_staff(request) or user.has_perm(self.get_ledger().post_permission)
+        return can_reverse(self.get_ledger(), request.user)
+
+    def has_post_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request) and is_privileged(self.get_ledger(), request.user)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = {"can_post": self.has_post_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
 
     @admin.action(description="Reverse selected entries", permissions=["reverse"])
     def reverse_selected(
@@ -269,8 +272,8 @@ class EntryAdmin(LedgerModelAdmin):
     def post_entry_view(self, request: HttpRequest) -> HttpResponse:
         """Staff form that posts one entry through the service, as the signed-in user."""
         ledger = self.get_ledger()
-        if not self.has_view_permission(request):
-            raise PermissionDenied  # admin_view already requires staff; belt and braces
+        if not self.has_post_permission(request):
+            raise PermissionDenied  # the ledger's post_any_entry, not is_staff
         if request.method == "POST":
             form = PostEntryForm(request.POST, ledger=ledger)
             if form.is_valid():

@@ -181,8 +181,30 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
 
     @property
     def post_permission(self) -> str:
-        """The permission that makes an account a service for this ledger (posts anything)."""
+        """Post any operation for any user (services and operators)."""
         return f"{self.app_label}.post_any_entry"
+
+    @property
+    def reverse_permission(self) -> str:
+        """Reverse entries of this ledger."""
+        return f"{self.app_label}.reverse_entry"
+
+    @property
+    def view_all_permission(self) -> str:
+        """Read every user's balance and entries in this ledger (not only one's own)."""
+        return f"{self.app_label}.view_all_accounts"
+
+    @property
+    def operator_permissions(self) -> tuple[str, ...]:
+        """What ``ledger_operators --grant`` gives: the three rights and the admin's view pages."""
+        entry, balance = self.entry_model._meta.model_name, self.balance_model._meta.model_name
+        return (
+            self.post_permission,
+            self.reverse_permission,
+            self.view_all_permission,
+            f"{self.app_label}.view_{entry}",
+            f"{self.app_label}.view_{balance}",
+        )
 
 
 AnyLedger = Ledger[Any, Any, Any]

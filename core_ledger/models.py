@@ -100,8 +100,12 @@ class AbstractLedgerEntry(models.Model):
     class Meta:
         abstract = True
         ordering = ["-id"]
+        # Rights are per ledger and never follow from is_staff (which only opens the admin);
+        # `manage.py ledger_operators` grants them in one step. Superusers have all.
         permissions = [
             ("post_any_entry", "Can post any operation for any user (service account)"),
+            ("reverse_entry", "Can reverse entries"),
+            ("view_all_accounts", "Can view every user's balance and entries"),
         ]
         indexes = [
             models.Index(fields=["user", "id"], name="%(app_label)s_%(class)s_user_id"),

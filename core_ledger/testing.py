@@ -19,12 +19,23 @@ from core_ledger.services import entry_post
 _counter = itertools.count(1)
 
 
-def make_user(*, staff: bool = False, **fields: Any) -> Any:
-    """A new user (who receives every ledger's signup credit, as real users do)."""
+def make_user(*, staff: bool = False, operator: bool = False, **fields: Any) -> Any:
+    """A new user (who receives every ledger's signup credit, as real users do).
+
+    ``staff`` only opens the admin; ``operator`` makes them an operator of every ledger
+    (post any entry, reverse, view all accounts), as ``manage.py ledger_operators`` does.
+    """
     n = next(_counter)
     fields.setdefault("username", f"user{n}-{id(fields) % 10_000}")
     fields.setdefault("email", f"{fields['username']}@example.com")
-    return get_user_model().objects.create_user(password="pw-for-tests", is_staff=staff, **fields)
+    user = get_user_model().objects.create_user(password="pw-for-tests", is_staff=staff, **fields)
+    if operator:
+        from core_ledger.ledger import registry
+        from core_ledger.services.operators import operator_grant
+
+        for ledger in registry:
+            operator_grant(ledger=ledger, user=user)
+    return user
 
 
 def set_balance(*, ledger: AnyLedger, user: AbstractBaseUser, to: int) -> int:

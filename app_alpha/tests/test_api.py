@@ -37,7 +37,7 @@ def test_game_win_is_staff_only() -> None:
     assert error_code(refused) == "operation_not_allowed"
     assert balance_get(ledger=ALPHA, user_id=player.pk) == before
 
-    staff = make_user(staff=True)
+    staff = make_user(staff=True, operator=True)
     won = token_client(staff).post(
         "/api/alpha/entries/",
         {"operation": AlphaOperation.GAME_WIN, "amount": 50, "user": player.pk},

@@ -25,7 +25,7 @@ def test_operations_extend_the_shared_ones() -> None:
 
 
 def test_staff_credits_and_the_user_pays() -> None:
-    staff, player = make_user(staff=True), make_user()
+    staff, player = make_user(staff=True, operator=True), make_user()
     start = balance_get(ledger=ledger, user_id=player.pk)
     win = entry_post(
         ledger=ledger, user_id=player.pk, operation=AlphaOperation.GAME_WIN, amount=30, actor=staff

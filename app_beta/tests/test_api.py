@@ -43,7 +43,7 @@ def test_referral_bonus_is_staff_only() -> None:
     )
     assert refused.status_code == 403
     assert error_code(refused) == "operation_not_allowed"
-    staff = make_user(staff=True)
+    staff = make_user(staff=True, operator=True)
     granted = token_client(staff).post(
         "/api/beta/entries/",
         {"operation": BetaOperation.REFERRAL_BONUS, "amount": 20, "user": shopper.pk},

@@ -19,12 +19,12 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core_ledger.api.permissions import can_read_all
 from core_ledger.exceptions import ValidationFailed
 from core_ledger.ledger import AnyLedger, Direction, Frequency, PostedBy, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, AbstractLedgerEntry
 from core_ledger.operations import LedgerOperation
 from core_ledger.services import MAX_AMOUNT, METADATA_MAX_KEYS, clean_metadata
+from core_ledger.services.policy import is_privileged
 
 # Largest id a bigint primary key holds; larger values are refused before any query.
 MAX_ID = 2**63 - 1
@@ -186,7 +186,7 @@ class EntryCreateSerializer(serializers.Serializer[Any]):
         # anyone else is refused by the service (403) whether the account exists or not.
         if (
             value != request.user.pk
-            and can_read_all(self.context["view"].ledger, request.user)
+            and is_privileged(self.context["view"].ledger, request.user)
             and not get_user_model().objects.filter(pk=value).exists()
         ):
             raise serializers.ValidationError("No such user.")
@@ -195,11 +195,11 @@ class EntryCreateSerializer(serializers.Serializer[Any]):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         request = self.context["request"]
         if "user" not in attrs:
-            if can_read_all(self.context["view"].ledger, request.user):
-                # A staff member posting to their own account by omission is almost always a
+            if is_privileged(self.context["view"].ledger, request.user):
+                # A service posting to its own account by omission is almost always a
                 # forgotten field: make the target explicit.
                 raise serializers.ValidationError(
-                    {"user": ["Staff and service accounts must name the account to post to."]}
+                    {"user": ["Service accounts and operators must name the account to post to."]}
                 )
             attrs["user"] = request.user.pk
         return attrs

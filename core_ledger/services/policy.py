@@ -11,14 +11,29 @@ Actor = AbstractBaseUser | AnonymousUser | None
 """Who asks for a write: a user, an anonymous request, or None for the system itself."""
 
 
-def is_privileged(ledger: AnyLedger, actor: Actor) -> bool:
-    """Staff, or a service account holding the ledger's ``post_any_entry`` permission."""
+def _has_perm(actor: Actor, permission: str) -> bool:
     if actor is None or not actor.is_authenticated:
         return False
-    if getattr(actor, "is_staff", False):
-        return True
     has_perm = getattr(actor, "has_perm", None)  # custom user models may lack PermissionsMixin
-    return bool(has_perm and has_perm(ledger.post_permission))
+    return bool(has_perm and has_perm(permission))
+
+
+def is_privileged(ledger: AnyLedger, actor: Actor) -> bool:
+    """May post any operation for any user: the ledger's ``post_any_entry`` (or a superuser).
+
+    ``is_staff`` grants nothing here: in Django it only means "may log into the admin".
+    """
+    return _has_perm(actor, ledger.post_permission)
+
+
+def can_reverse(ledger: AnyLedger, actor: Actor) -> bool:
+    """May reverse entries: the ledger's ``reverse_entry`` (or a superuser)."""
+    return _has_perm(actor, ledger.reverse_permission)
+
+
+def can_view_all(ledger: AnyLedger, actor: Actor) -> bool:
+    """May read every account: the ledger's ``view_all_accounts`` (or a superuser)."""
+    return _has_perm(actor, ledger.view_all_permission)
 
 
 def actor_id(actor: Actor) -> int | None:
@@ -49,7 +64,7 @@ def authorize(
         return
     if rule.posted_by is PostedBy.STAFF:
         raise OperationNotAllowed(
-            f"Only staff or a service account may post {operation}.",
+            f"Only a service account or operator of this ledger may post {operation}.",
             operation=operation,
         )
     if actor.pk != user_id:

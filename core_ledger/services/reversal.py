@@ -17,7 +17,7 @@ from core_ledger.ledger import EntryT, Ledger
 from core_ledger.models import DESCRIPTION_MAX_LENGTH
 from core_ledger.operations import SharedOperation
 from core_ledger.services import sql
-from core_ledger.services.policy import Actor, actor_id, is_privileged
+from core_ledger.services.policy import Actor, actor_id, can_reverse
 from core_ledger.services.validation import clean_text
 
 
@@ -28,8 +28,10 @@ def entry_reverse(
 
     Refused with ``insufficient_credits`` when reversing a credit would take the balance below 0.
     """
-    if actor is not None and not is_privileged(ledger, actor):
-        raise OperationNotAllowed("Only staff or a service account may reverse entries.")
+    if actor is not None and not can_reverse(ledger, actor):
+        raise OperationNotAllowed(
+            "You may not reverse entries in this ledger (it takes the reverse_entry permission)."
+        )
     reason = clean_text(reason or "", name="reason", max_length=DESCRIPTION_MAX_LENGTH).strip()
     if not reason:
         raise ValidationFailed(

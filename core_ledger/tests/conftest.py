@@ -32,4 +32,4 @@ def other_user(db: None) -> Any:
 
 @pytest.fixture
 def staff(db: None) -> Any:
-    return make_user(staff=True)
+    return make_user(staff=True, operator=True)

@@ -18,7 +18,7 @@ def _fast_password_hasher(settings: Any) -> None:
 
 @pytest.fixture
 def staff_client(staff: Any) -> Client:
-    """Plain staff (no model permissions, not superuser): the ledger admin is open to staff."""
+    """Staff operator of every ledger (the `staff` fixture): sees and acts on the ledger admin."""
     client = Client()
     client.force_login(staff)
     return client
@@ -33,6 +33,14 @@ def user_admin_client(db: None) -> Client:
     viewer.user_permissions.add(Permission.objects.get(codename="view_user"))
     client = Client()
     client.force_login(viewer)
+    return client
+
+
+@pytest.fixture
+def plain_staff_client(db: None) -> Client:
+    """Staff without any ledger permission: may log into the admin, sees no ledger page."""
+    client = Client()
+    client.force_login(make_user(staff=True))
     return client
 
 

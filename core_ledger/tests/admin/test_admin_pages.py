@@ -48,7 +48,7 @@ def test_every_page_renders_for_staff(
     ledger: AnyLedger,
     user: Any,
 ) -> None:
-    for client in (staff_client, superuser_client, user_admin_client):
+    for client in (staff_client, superuser_client):
         for page in pages(ledger, user):
             response = client.get(page)
             assert response.status_code == 200, page
@@ -57,6 +57,40 @@ def test_every_page_renders_for_staff(
             assert client.get(page).status_code == 200, page
     for page in user_pages(user):
         assert staff_client.get(page).status_code == 403, page
+
+
+def test_staff_without_ledger_permissions_sees_no_ledger_page(
+    plain_staff_client: Client, user_admin_client: Client, ledger: AnyLedger, user: Any
+) -> None:
+    """is_staff only opens the admin: the ledger pages take the ledger's view permissions."""
+    for client in (plain_staff_client, user_admin_client):
+        index = client.get(reverse("admin:index"))
+        assert index.status_code == 200
+        assert url(ledger.entry_model, "changelist") not in index.content.decode()
+        for page in pages(ledger, user)[1:]:
+            assert client.get(page).status_code in (302, 403), page
+
+
+def test_view_permission_alone_shows_pages_but_no_post_form_nor_reverse_action(
+    ledger: AnyLedger, user: Any
+) -> None:
+    from django.contrib.auth.models import Permission
+
+    viewer = make_user(staff=True)
+    for model in (ledger.entry_model, ledger.balance_model):
+        viewer.user_permissions.add(
+            Permission.objects.get(
+                content_type__app_label=ledger.app_label, codename=f"view_{model._meta.model_name}"
+            )
+        )
+    client = Client()
+    client.force_login(viewer)
+    changelist = client.get(url(ledger.entry_model, "changelist"))
+    assert changelist.status_code == 200
+    body = changelist.content.decode()
+    assert url(ledger.entry_model, "post") not in body
+    assert "reverse_selected" not in body
+    assert client.get(url(ledger.entry_model, "post")).status_code == 403
 
 
 def test_non_staff_and_anonymous_are_sent_to_login(

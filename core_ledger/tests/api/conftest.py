@@ -61,15 +61,20 @@ def staff_api(staff: Any) -> APIClient:
     return token_client(staff)
 
 
+def holding(ledger: AnyLedger, *codenames: str, staff: bool = False) -> Any:
+    """A new account holding exactly these permissions of ``ledger`` (e.g. "reverse_entry")."""
+    account = make_user(staff=staff)
+    for codename in codenames:
+        account.user_permissions.add(
+            Permission.objects.get(content_type__app_label=ledger.app_label, codename=codename)
+        )
+    return type(account).objects.get(pk=account.pk)  # fresh: no stale permission cache
+
+
 @pytest.fixture
 def service(ledger: AnyLedger) -> Any:
-    """A non-staff service account holding the ledger's ``post_any_entry`` permission."""
-    account = make_user()
-    app_label, codename = ledger.post_permission.split(".")
-    account.user_permissions.add(
-        Permission.objects.get(content_type__app_label=app_label, codename=codename)
-    )
-    return type(account).objects.get(pk=account.pk)  # fresh: no stale permission cache
+    """A non-staff service account holding the ledger's ``post_any_entry`` permission only."""
+    return holding(ledger, "post_any_entry")
 
 
 def url(ledger: AnyLedger, suffix: str) -> str:

@@ -14,7 +14,7 @@ from core_ledger.operations import SharedOperation
 from core_ledger.selectors import balance_get
 from core_ledger.services import entry_post
 from core_ledger.testing import make_user, set_balance
-from core_ledger.tests.api.conftest import error_code, token_client, url
+from core_ledger.tests.api.conftest import error_code, holding, token_client, url
 
 pytestmark = pytest.mark.django_db
 
@@ -136,10 +136,22 @@ def test_regular_user_cannot_list_balances(
         assert error_code(response) == "permission_denied"
 
 
-def test_service_account_reads_balances(ledger: AnyLedger, service: Any, user: Any) -> None:
-    response = token_client(service).get(url(ledger, f"balances/{user.pk}/"))
+def test_view_all_accounts_reads_balances(ledger: AnyLedger, user: Any) -> None:
+    reader = holding(ledger, "view_all_accounts")
+    response = token_client(reader).get(url(ledger, f"balances/{user.pk}/"))
     assert response.status_code == 200
     assert response.json()["balance"] == balance_get(ledger=ledger, user_id=user.pk)
+    assert token_client(reader).get(url(ledger, "balances/")).status_code == 200
+
+
+def test_posting_rights_or_staff_alone_do_not_read_balances(
+    ledger: AnyLedger, service: Any, user: Any
+) -> None:
+    for caller in (service, make_user(staff=True), holding(ledger, "reverse_entry")):
+        for path in (f"balances/{user.pk}/", "balances/"):
+            response = token_client(caller).get(url(ledger, path))
+            assert response.status_code == 403, (caller, path)
+            assert error_code(response) == "permission_denied"
 
 
 def test_unknown_user_balance_is_404(ledger: AnyLedger, staff_api: Any) -> None:

@@ -78,7 +78,7 @@ def test_key_replayed_by_another_caller_is_422(ledger: AnyLedger, staff: Any, us
     """The fingerprint includes the caller: another staff member cannot replay (or read) it."""
     body = {"operation": "CREDIT_ADD", "amount": 5, "user": user.pk}
     assert _post(token_client(staff), ledger, body).status_code == 201
-    other_staff = make_user(staff=True)
+    other_staff = make_user(staff=True, operator=True)
     response = _post(token_client(other_staff), ledger, body)
     assert response.status_code == 422
     assert error_code(response) == "idempotency_key_reused"
@@ -143,7 +143,7 @@ def test_concurrent_same_key_posts_write_once(ledger: AnyLedger, poster: str) ->
     """N real connections post one key at once: one entry, the others replay it."""
     owner = make_user()
     set_balance(ledger=ledger, user=owner, to=1000)
-    caller = owner if poster == "user" else make_user(staff=True)
+    caller = owner if poster == "user" else make_user(staff=True, operator=True)
     body: dict[str, Any] = {"operation": "CREDIT_SPEND", "amount": 7, "user": owner.pk}
     threads_n = 8
     clients = [token_client(caller) for _ in range(threads_n)]  # tokens made before the race

@@ -443,3 +443,25 @@ def test_huge_body_is_refused_not_500(ledger: AnyLedger, user: Any, api: Any) ->
     assert response.status_code in (400, 413)
     assert error_code(response) == "validation_error"
     assert _count(ledger) == count
+
+
+def test_staff_alone_cannot_post_for_others_but_post_any_entry_can(
+    ledger: AnyLedger, user: Any
+) -> None:
+    """is_staff only opens the admin; the ledger's post_any_entry permission is what posts."""
+    from core_ledger.testing import make_user
+    from core_ledger.tests.api.conftest import holding, token_client
+
+    body = {"operation": "CREDIT_ADD", "amount": 5, "user": user.pk}
+    callers = (make_user(staff=True), holding(ledger, "view_all_accounts", "reverse_entry"))
+    before = ledger.entry_model.objects.filter(user=user).count()
+    for caller in callers:
+        response = token_client(caller).post(url(ledger, "entries/"), body, format="json")
+        assert response.status_code == 403
+        assert error_code(response) == "operation_not_allowed"
+    assert ledger.entry_model.objects.filter(user=user).count() == before
+    response = token_client(holding(ledger, "post_any_entry")).post(
+        url(ledger, "entries/"), body, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["amount"] == 5

@@ -12,7 +12,7 @@ from core_ledger.ledger import AnyLedger
 from core_ledger.operations import SharedOperation
 from core_ledger.services import entry_post
 from core_ledger.testing import make_user
-from core_ledger.tests.api.conftest import error_code, token_client, url
+from core_ledger.tests.api.conftest import error_code, holding, token_client, url
 
 pytestmark = pytest.mark.django_db
 
@@ -70,16 +70,27 @@ def test_non_numeric_entry_path_is_json_404(ledger: AnyLedger, api: Any) -> None
     assert error_code(response) == "not_found"
 
 
-def test_staff_and_service_see_everyone(
-    ledger: AnyLedger, user: Any, other_user: Any, staff_api: Any, service: Any
+def test_operators_and_view_all_accounts_see_everyone(
+    ledger: AnyLedger, user: Any, other_user: Any, staff_api: Any
 ) -> None:
     a, b = _credit(ledger, user), _credit(ledger, other_user)
-    for client in (staff_api, token_client(service)):
+    for client in (staff_api, token_client(holding(ledger, "view_all_accounts"))):
         ids = [e["id"] for e in client.get(url(ledger, "entries/")).json()["results"]]
         assert a in ids and b in ids
         only = client.get(url(ledger, "entries/"), {"user": other_user.pk}).json()["results"]
         assert only and {e["user"] for e in only} == {other_user.pk}
         assert client.get(url(ledger, f"entries/{a}/")).status_code == 200
+
+
+def test_staff_or_posting_rights_alone_see_only_their_own_entries(
+    ledger: AnyLedger, user: Any, other_user: Any, service: Any
+) -> None:
+    a = _credit(ledger, user)
+    for caller in (service, make_user(staff=True)):
+        client = token_client(caller)
+        ids = [e["id"] for e in client.get(url(ledger, "entries/")).json()["results"]]
+        assert a not in ids
+        assert client.get(url(ledger, f"entries/{a}/")).status_code == 404
 
 
 def test_filters(ledger: AnyLedger, user: Any, api: Any) -> None:

@@ -9,8 +9,8 @@ import pytest
 from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import balance_get
 from core_ledger.services import entry_post
-from core_ledger.testing import set_balance
-from core_ledger.tests.api.conftest import error_code, token_client, url
+from core_ledger.testing import make_user, set_balance
+from core_ledger.tests.api.conftest import error_code, holding, token_client, url
 
 pytestmark = pytest.mark.django_db
 
@@ -55,13 +55,27 @@ def test_reversing_a_spent_credit_is_409(ledger: AnyLedger, user: Any, staff_api
     assert ledger.entry_model.objects.count() == count
 
 
-def test_service_account_may_reverse(ledger: AnyLedger, user: Any, service: Any) -> None:
+def test_reverse_entry_permission_may_reverse(ledger: AnyLedger, user: Any) -> None:
     set_balance(ledger=ledger, user=user, to=10)
     entry_id = _spend(ledger, user, 3)
-    response = token_client(service).post(
+    response = token_client(holding(ledger, "reverse_entry")).post(
         url(ledger, f"entries/{entry_id}/reverse/"), {"reason": "undo"}
     )
     assert response.status_code == 201
+
+
+def test_posting_rights_or_staff_alone_may_not_reverse(
+    ledger: AnyLedger, user: Any, service: Any
+) -> None:
+    set_balance(ledger=ledger, user=user, to=10)
+    entry_id = _spend(ledger, user, 3)
+    for caller in (service, make_user(staff=True), holding(ledger, "view_all_accounts")):
+        response = token_client(caller).post(
+            url(ledger, f"entries/{entry_id}/reverse/"), {"reason": "undo"}
+        )
+        assert response.status_code == 403
+        assert error_code(response) == "operation_not_allowed"
+    assert not ledger.entry_model.objects.filter(reverses_id=entry_id).exists()
 
 
 def test_regular_user_cannot_reverse(

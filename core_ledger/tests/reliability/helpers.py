@@ -135,7 +135,16 @@ def fast_user(*, staff: bool = False, prefix: str = "rel") -> Any:
     user.is_staff = staff
     user.set_unusable_password()
     user.save()
+    if staff:  # staff here means an operator of every ledger (staff alone grants nothing)
+        make_operator(user)
     return user
+
+
+def make_operator(user: Any) -> None:
+    from core_ledger.services.operators import operator_grant
+
+    for ledger in registry:
+        operator_grant(ledger=ledger, user=user)
 
 
 def token_client(user: Any) -> APIClient:

@@ -33,6 +33,7 @@ from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import registry
 from core_ledger.selectors import ledger_check
 from core_ledger.services import MAX_AMOUNT, entry_post, entry_reverse
+from core_ledger.tests.reliability.helpers import make_operator
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -228,6 +229,7 @@ class LedgerMachine(RuleBasedStateMachine):
             user_model.objects.create(username=f"model-{next(_names)}") for _ in range(N_USERS)
         ]
         self.staff = user_model.objects.create(username=f"model-{next(_names)}", is_staff=True)
+        make_operator(self.staff)
         self.model = LedgerModel(
             fixed={
                 label: {
