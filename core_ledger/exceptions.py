@@ -64,6 +64,14 @@ class AlreadyReversed(LedgerError):
     default_message = "This entry has already been reversed."
 
 
+class ReversalNotReversible(LedgerError):
+    """A REVERSAL entry cannot itself be reversed: a state conflict, not a permission."""
+
+    code = "cannot_reverse_reversal"
+    status = 409
+    default_message = "A reversal cannot itself be reversed; post a new entry instead."
+
+
 class IdempotencyKeyReused(LedgerError):
     code = "idempotency_key_reused"
     status = 422

@@ -29,6 +29,11 @@ def balance_get(*, ledger: AnyLedger, user_id: int) -> int:
     return int(row or 0)
 
 
+def user_exists(*, ledger: AnyLedger, user_id: int) -> bool:
+    """Whether ``user_id`` is a user (read where the ledger writes, so a new user is seen)."""
+    return get_user_model()._default_manager.using(ledger.db_alias).filter(pk=user_id).exists()
+
+
 def balance_at(*, ledger: AnyLedger, user_id: int, at: datetime) -> int:
     """The user's balance at moment ``at``: the balance after their last entry up to then."""
     row = (

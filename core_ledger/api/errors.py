@@ -109,6 +109,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         message = _first_message(details)
     elif isinstance(exc, exceptions.ParseError):
         message = str(exc.detail)
+        if "int_max_str_digits" in message or "integer string conversion" in message:
+            # Python's own wording names sys.set_int_max_str_digits(): not the client's business.
+            message = "JSON parse error - a number in the body has too many digits."
         details = {"body": [message]}
     else:
         data = response.data

@@ -11,6 +11,7 @@ from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
+from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 from rest_framework.request import Request
 
@@ -80,3 +81,20 @@ class StableOrderingFilter(OrderingFilter):
     def get_ordering(self, request: Request, queryset: QuerySet[Any], view: Any) -> Any:
         ordering = super().get_ordering(request, queryset, view) or []
         return [*ordering, "pk"]
+
+    def remove_invalid_fields(
+        self, queryset: QuerySet[Any], fields: list[str], view: Any, request: Request
+    ) -> list[str]:
+        """Refuse an unknown ordering with 400 instead of silently ignoring it (DRF's default)."""
+        allowed = [name for name, _ in self.get_valid_fields(queryset, view, {"request": request})]
+        unknown = [term for term in fields if term.strip().lstrip("-") not in allowed]
+        if unknown:
+            raise ValidationError(
+                {
+                    self.ordering_param: [
+                        f"Unknown ordering {', '.join(map(repr, unknown))}; one of: "
+                        f"{', '.join(allowed)} (prefix - for descending)."
+                    ]
+                }
+            )
+        return [term.strip() for term in fields]

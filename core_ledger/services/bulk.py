@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connections, transaction
 
 from core_ledger.exceptions import (
@@ -29,16 +30,19 @@ PRECHECK_SIZE = 10_000
 
 @dataclass
 class GrantSummary:
-    """What a bulk grant did: ``granted`` new entries, ``skipped`` users that had it already."""
+    """What a bulk grant did: ``granted`` new entries, ``skipped`` users that had it already,
+    ``conflicts`` users whose idempotency key was used before for another request (as
+    ``entry_post`` refuses with ``idempotency_key_reused``), ``failed`` the rest."""
 
     granted: int = 0
     skipped: int = 0
+    conflicts: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return self.granted + self.skipped + self.failed
+        return self.granted + self.skipped + self.conflicts + self.failed
 
 
 def _chunks(ids: Iterable[int], size: int) -> Iterable[list[int]]:
@@ -84,14 +88,15 @@ def grant_bulk(
         description or "", name="description", max_length=DESCRIPTION_MAX_LENGTH
     )
     key = clean_key(idempotency_key)
-    request_fingerprint = (
-        ""
-        if key is None
-        else idempotency.fingerprint(
-            actor=None, operation=op.value, amount=signed, description=description
-        )
+    # The same fingerprint entry_post computes, completed per user in SQL (it ends with the id).
+    prefix = idempotency.fingerprint_prefix(
+        actor_id=None, operation=op.value, amount=amount, description=description, metadata={}
     )
+    fingerprint_sql = idempotency.sql_fingerprint("l.user_id") if key is not None else "''"
     entry_table, balance_table = sql.tables(ledger)
+    user_model = get_user_model()
+    user_table = sql.quote_name(user_model._meta.db_table)
+    user_pk = sql.quote_name(user_model._meta.pk.column)
     summary = GrantSummary()
     sql_ensure = (
         f"INSERT INTO {balance_table} (user_id, balance, updated_at) "
@@ -106,7 +111,7 @@ def grant_bulk(
         "t AS (SELECT clock_timestamp() AS ts FROM (SELECT count(*) FROM locked) AS all_locked), "
         f"ins AS (INSERT INTO {entry_table} (user_id, operation, amount, balance_after, "
         "idempotency_key, request_fingerprint, description, metadata, created_at, day) "
-        "SELECT l.user_id, %s, %s, l.balance + %s, %s, %s, %s, '{}'::jsonb, t.ts, "
+        f"SELECT l.user_id, %s, %s, l.balance + %s, %s, {fingerprint_sql}, %s, '{{}}'::jsonb, t.ts, "
         "(t.ts AT TIME ZONE 'UTC')::date FROM locked l, t ORDER BY l.user_id "
         "ON CONFLICT DO NOTHING RETURNING user_id) "
         f"UPDATE {balance_table} AS b SET balance = b.balance + %s, updated_at = clock_timestamp() "
@@ -133,8 +138,12 @@ def grant_bulk(
     # The same read tells which users still need a balance row (most have one since signup).
     # (A join bounded by ANY(), read on the primary key: an EXISTS per user was planned as a
     # hashed subplan over the whole balance table, 40 ms per batch at 100,000 users.)
+    # And whether the user exists at all: a balance row for a missing user would only fail at
+    # commit (the foreign key is deferred), inside a caller's transaction at the caller's commit.
     sql_pending = (
-        "SELECT u, b.user_id IS NOT NULL FROM unnest(%s::bigint[]) AS u "
+        "SELECT u, b.user_id IS NOT NULL, "
+        f"EXISTS (SELECT 1 FROM {user_table} usr WHERE usr.{user_pk} = u) "
+        "FROM unnest(%s::bigint[]) AS u "
         f"LEFT JOIN {balance_table} b ON b.user_id = u AND b.user_id = ANY(%s::bigint[]) WHERE "
         + (
             f"NOT EXISTS (SELECT 1 FROM {entry_table} e WHERE e.user_id = u "
@@ -143,6 +152,13 @@ def grant_bulk(
             else "true"
         )
         + " ORDER BY u"
+    )
+
+    # Users whose key was used before for another request: counted as conflicts, not skips.
+    sql_conflicts = (
+        f"SELECT e.user_id FROM {entry_table} e WHERE e.user_id = ANY(%s::bigint[]) "
+        "AND e.idempotency_key = %s AND e.request_fingerprint <> "
+        + idempotency.sql_fingerprint("e.user_id")
     )
 
     def grant_batch(pending: list[tuple[int, bool]]) -> None:
@@ -162,7 +178,7 @@ def grant_bulk(
                         signed,
                         signed,
                         key,
-                        request_fingerprint,
+                        *([prefix] if key is not None else []),
                         description,
                         signed,
                         ids,
@@ -187,8 +203,10 @@ def grant_bulk(
                         idempotency_key=key,
                         description=description,
                     )
-                except (AlreadyClaimed, IdempotencyKeyReused):
+                except AlreadyClaimed:
                     summary.skipped += 1
+                except IdempotencyKeyReused:
+                    summary.conflicts += 1
                 except (LedgerError, DatabaseError) as exc:
                     summary.failed += 1
                     summary.errors.append(f"user {user_id}: {exc}")
@@ -205,8 +223,23 @@ def grant_bulk(
         with connections[alias].cursor() as cursor:
             ids = sql.bigint_array(group)
             cursor.execute(sql_pending, [ids, ids, *already_params])
-            pending = cursor.fetchall()
-        summary.skipped += len(group) - len(pending)
+            rows = cursor.fetchall()
+            conflicted: set[int] = set()
+            if key is not None and len(rows) < len(group):
+                cursor.execute(sql_conflicts, [ids, key, prefix])
+                conflicted = {user_id for (user_id,) in cursor.fetchall()}
+        pending = [(user_id, has_balance) for user_id, has_balance, exists in rows if exists]
+        for user_id, _, exists in rows:
+            if not exists:
+                summary.failed += 1
+                summary.errors.append(f"user {user_id}: no such user")
+        summary.conflicts += len(conflicted)
+        if conflicted:
+            summary.errors.extend(
+                f"user {user_id}: idempotency key used before for another request"
+                for user_id in sorted(conflicted)
+            )
+        summary.skipped += len(group) - len(rows) - len(conflicted)
         for first in range(0, len(pending), batch_size):
             grant_batch(pending[first : first + batch_size])
         if on_batch is not None:

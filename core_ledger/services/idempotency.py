@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Generic
 
 from core_ledger.exceptions import IdempotencyKeyReused
@@ -23,10 +24,57 @@ class PostResult(Generic[EntryT]):
     replayed: bool = False
 
 
-def fingerprint(**parts: Any) -> str:
-    """A stable hash of the request's parts (caller, operation, amount, target, text, metadata)."""
-    payload = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
+def fingerprint_prefix(
+    *,
+    actor_id: int | None,
+    operation: str,
+    amount: int | None,
+    description: str,
+    metadata: Mapping[str, Any],
+) -> str:
+    """The request as canonical JSON, up to the target user's id (see :func:`fingerprint`).
+
+    The parts are what the caller sent: ``amount`` is the client's (None for a fixed-amount
+    operation, whose amount comes from settings: a retry after a settings change is the same
+    request). ``user`` sorts last, so a bulk grant completes the text per user in SQL.
+    """
+    parts = {
+        "actor": actor_id,
+        "amount": amount,
+        "description": description,
+        "metadata": dict(metadata),
+        "operation": operation,
+    }
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)[:-1] + ',"user":'
+
+
+def fingerprint(
+    *,
+    actor_id: int | None,
+    operation: str,
+    amount: int | None,
+    user_id: int,
+    description: str,
+    metadata: Mapping[str, Any],
+) -> str:
+    """The one request fingerprint of every write path (posts, bulk grants): a SHA-256 of the
+    caller, the operation, the client's amount, the target user, the description and metadata.
+
+    ``SQL_FINGERPRINT`` computes the same digest in PostgreSQL from :func:`fingerprint_prefix`.
+    """
+    prefix = fingerprint_prefix(
+        actor_id=actor_id,
+        operation=operation,
+        amount=amount,
+        description=description,
+        metadata=metadata,
+    )
+    return hashlib.sha256(f"{prefix}{int(user_id)}}}".encode()).hexdigest()
+
+
+def sql_fingerprint(user_id_sql: str) -> str:
+    """SQL for :func:`fingerprint` of the user in ``user_id_sql``; one ``%s`` takes the prefix."""
+    return f"encode(sha256(convert_to(%s || ({user_id_sql})::text || '}}', 'UTF8')), 'hex')"
 
 
 def find_by_key(ledger: Ledger[EntryT, Any, Any], *, user_id: int, key: str) -> EntryT | None:

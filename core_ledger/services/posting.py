@@ -7,7 +7,12 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from core_ledger.exceptions import AlreadyClaimed, InsufficientCredits, OperationNotAllowed
+from core_ledger.exceptions import (
+    AlreadyClaimed,
+    InsufficientCredits,
+    OperationNotAllowed,
+    ValidationFailed,
+)
 from core_ledger.ledger import AnyLedger, EntryT, Ledger, OpT, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, AbstractLedgerEntry
 from core_ledger.operations import SharedOperation
@@ -50,10 +55,10 @@ def entry_post(
     fingerprint = ""
     if key is not None:
         fingerprint = idempotency.fingerprint(
-            actor=created_by,
+            actor_id=created_by,
             operation=op.value,
-            amount=signed,
-            user=user_id,
+            amount=amount,
+            user_id=user_id,
             description=description,
             metadata=clean_meta,
         )
@@ -79,9 +84,11 @@ def entry_post(
             if existing is not None:
                 return idempotency.replay(existing, fingerprint)
         if isinstance(exc, InsufficientCredits):
-            from core_ledger.selectors import balance_get
+            from core_ledger.selectors import balance_get, user_exists
 
             exc.details["balance"] = balance_get(ledger=ledger, user_id=user_id)
+            if exc.details["balance"] == 0 and not user_exists(ledger=ledger, user_id=user_id):
+                raise ValidationFailed("No such user.", user=["No such user."]) from None
             raise
         raise sql.translate_db_error(exc, operation=op.value) from exc
     return PostResult(entry=entry)

@@ -11,6 +11,7 @@ from core_ledger.exceptions import (
     EntryNotFound,
     InsufficientCredits,
     OperationNotAllowed,
+    ReversalNotReversible,
     ValidationFailed,
 )
 from core_ledger.ledger import EntryT, Ledger
@@ -46,7 +47,7 @@ def entry_reverse(
     if original is None:
         raise EntryNotFound(f"No entry {entry_id} in ledger {ledger.label!r}.")
     if original["operation"] == SharedOperation.REVERSAL:
-        raise OperationNotAllowed("A reversal cannot itself be reversed; post a new entry instead.")
+        raise ReversalNotReversible(f"Entry {entry_id} is a reversal; it cannot be reversed.")
     if ledger.entry_model.objects.filter(reverses_id=entry_id).exists():
         raise AlreadyReversed(f"Entry {entry_id} has already been reversed.")
     try:

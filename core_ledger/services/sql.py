@@ -111,17 +111,24 @@ def write(
 ) -> EntryT:
     """Move the balance and append the entry in one transaction: two statements."""
     entry_table, balance_table = tables(ledger)
+    user_table, user_pk = _user_table()
     alias = ledger.db_alias
     metadata_json = json.dumps(dict(metadata), allow_nan=False) if metadata else "{}"
     with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
         if amount > 0:
+            # The user must exist now: the foreign keys are deferred, so a missing user would
+            # only fail at commit (inside a caller's transaction, at the caller's commit).
             cursor.execute(
                 f"INSERT INTO {balance_table} AS b (user_id, balance, updated_at) "
-                "VALUES (%s, %s, clock_timestamp()) ON CONFLICT (user_id) DO UPDATE "
+                "SELECT %s, %s, clock_timestamp() "
+                f"WHERE EXISTS (SELECT 1 FROM {user_table} WHERE {user_pk} = %s) "
+                "ON CONFLICT (user_id) DO UPDATE "
                 "SET balance = b.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at "
                 "RETURNING balance",
-                [user_id, amount],
+                [user_id, amount, user_id],
             )
+            if cursor.rowcount == 0:
+                raise ValidationFailed("No such user.", user=["No such user."])
         else:
             cursor.execute(
                 f"UPDATE {balance_table} SET balance = balance + %s, updated_at = clock_timestamp() "
@@ -170,6 +177,14 @@ def write(
         created_at=created_at,
         day=day,
     )
+
+
+@functools.cache
+def _user_table() -> tuple[str, str]:
+    from django.contrib.auth import get_user_model
+
+    meta = get_user_model()._meta
+    return quote_name(meta.db_table), quote_name(meta.pk.column)
 
 
 @functools.cache

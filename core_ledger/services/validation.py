@@ -21,6 +21,7 @@ METADATA_MAX_KEYS = 20
 METADATA_KEY_MAX_LENGTH = 64
 METADATA_VALUE_MAX_LENGTH = 500
 METADATA_MAX_BYTES = 4096
+METADATA_MAX_DEPTH = 5  # the top-level object is depth 1
 
 
 def signed_amount(
@@ -62,22 +63,7 @@ def clean_metadata(metadata: Any) -> dict[str, Any]:
         raise ValidationFailed(
             "metadata must be a JSON object.", metadata=["Must be a JSON object."]
         )
-    if len(metadata) > METADATA_MAX_KEYS:
-        raise ValidationFailed(
-            "metadata has too many keys.",
-            metadata=[f"At most {METADATA_MAX_KEYS} keys."],
-        )
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH:
-            raise ValidationFailed(
-                "metadata key too long.",
-                metadata=[f"Keys are strings of 1 to {METADATA_KEY_MAX_LENGTH} characters."],
-            )
-        if isinstance(value, str) and len(value) > METADATA_VALUE_MAX_LENGTH:
-            raise ValidationFailed(
-                "metadata value too long.",
-                metadata=[f"String values are at most {METADATA_VALUE_MAX_LENGTH} characters."],
-            )
+    _check_metadata_value(metadata, depth=1)
     encoded = json.dumps(metadata, sort_keys=True, allow_nan=False)
     if len(encoded.encode()) > METADATA_MAX_BYTES:
         raise ValidationFailed(
@@ -89,6 +75,36 @@ def clean_metadata(metadata: Any) -> dict[str, Any]:
             "metadata cannot contain NUL characters.", metadata=["No NUL characters."]
         )
     return dict(metadata)
+
+
+def _check_metadata_value(value: Any, *, depth: int) -> None:
+    """The limits hold at every depth: keys, string lengths, keys per object, and the depth."""
+    if isinstance(value, (Mapping, list)) and depth > METADATA_MAX_DEPTH:
+        raise ValidationFailed(
+            "metadata is nested too deeply.",
+            metadata=[f"At most {METADATA_MAX_DEPTH} levels of objects and arrays."],
+        )
+    if isinstance(value, Mapping):
+        if len(value) > METADATA_MAX_KEYS:
+            raise ValidationFailed(
+                "metadata has too many keys.",
+                metadata=[f"At most {METADATA_MAX_KEYS} keys per object."],
+            )
+        for key, item in value.items():
+            if not isinstance(key, str) or not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH:
+                raise ValidationFailed(
+                    "metadata key too long.",
+                    metadata=[f"Keys are strings of 1 to {METADATA_KEY_MAX_LENGTH} characters."],
+                )
+            _check_metadata_value(item, depth=depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_metadata_value(item, depth=depth + 1)
+    elif isinstance(value, str) and len(value) > METADATA_VALUE_MAX_LENGTH:
+        raise ValidationFailed(
+            "metadata value too long.",
+            metadata=[f"String values are at most {METADATA_VALUE_MAX_LENGTH} characters."],
+        )
 
 
 def clean_text(value: str, *, name: str, max_length: int) -> str:

@@ -15,6 +15,7 @@ from core_ledger.exceptions import (
     AlreadyReversed,
     EntryNotFound,
     IdempotencyKeyReused,
+    ReversalNotReversible,
     InsufficientCredits,
     OperationNotAllowed,
     ValidationFailed,
@@ -410,8 +411,9 @@ def test_reversal_undoes_an_entry_once(ledger: AnyLedger, user: Any, staff: Any)
     before = snapshot(ledger)
     with pytest.raises(AlreadyReversed):
         entry_reverse(ledger=ledger, entry_id=credit.pk, reason="again", actor=staff)
-    with pytest.raises(OperationNotAllowed):
+    with pytest.raises(ReversalNotReversible) as info:
         entry_reverse(ledger=ledger, entry_id=reversal.pk, reason="undo the undo", actor=staff)
+    assert (info.value.code, info.value.status) == ("cannot_reverse_reversal", 409)
     assert snapshot(ledger) == before
 
 

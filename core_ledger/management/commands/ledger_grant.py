@@ -90,13 +90,19 @@ Examples:
         failed = summary.failed + len(unknown)
         self.stdout.write(
             f"{ledger.label} {options['operation']}: {summary.granted} granted, "
-            f"{summary.skipped} already had it, {failed} failed."
+            f"{summary.skipped} already had it, {summary.conflicts} key conflicts, "
+            f"{failed} failed."
         )
         errors = [f"unknown user {name!r}" for name in unknown] + summary.errors
         for error in errors[:MAX_LISTED_ERRORS]:
             self.stdout.write(f"  failed: {error}")
         if len(errors) > MAX_LISTED_ERRORS:
             self.stdout.write(f"  … and {len(errors) - MAX_LISTED_ERRORS} more")
+        if summary.conflicts:
+            raise CommandError(
+                f"idempotency_key_reused: {summary.conflicts} user(s) had this key for another "
+                "request (another amount, operation or description); use a new key."
+            )
         if failed:
             raise CommandError(f"{failed} grant(s) failed; rerun after fixing them (idempotent).")
         self.stdout.write(self.style.SUCCESS("Done."))

@@ -322,6 +322,13 @@ def test_bad_operations_are_400(ledger: AnyLedger, api: Any, operation: Any) -> 
         ("metadata", {"k": "v" * 501}),
         ("metadata", {"k": ["v" * 400] * 12}),
         ("metadata", {"k": "nul\x00"}),
+        # The limits hold at every depth, and the depth itself is limited.
+        ("metadata", {"outer": {"inner": "v" * 600}}),
+        ("metadata", {"outer": {"k" * 100: 1}}),
+        ("metadata", {"list": [{"deep": "v" * 501}]}),
+        ("metadata", {"outer": {f"k{i}": i for i in range(21)}}),
+        ("metadata", {"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}),  # six levels of objects
+        ("metadata", {"a": [[[[[1]]]]]}),  # an object and five levels of arrays: six
     ],
 )
 def test_description_and_metadata_limits(
@@ -465,3 +472,31 @@ def test_staff_alone_cannot_post_for_others_but_post_any_entry_can(
     )
     assert response.status_code == 201
     assert response.json()["amount"] == 5
+
+
+def test_nested_metadata_within_the_limits_is_accepted(
+    ledger: AnyLedger, staff_api: Any, user: Any
+) -> None:
+    # Five levels (the most), a 500-character string and a 64-character key deep inside.
+    metadata = {"a": {"b": {"c": {"d": {"e": "v" * 500}}}}, "tags": ["x", {"k" * 64: [1]}]}
+    response = staff_api.post(
+        url(ledger, "entries/"),
+        {"operation": "CREDIT_ADD", "amount": 1, "user": user.pk, "metadata": metadata},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["metadata"] == metadata
+
+
+def test_an_amount_with_thousands_of_digits_is_a_plain_validation_error(
+    ledger: AnyLedger, api: Any
+) -> None:
+    count = _count(ledger)
+    body = '{"operation": "CREDIT_SPEND", "amount": ' + "9" * 5000 + "}"
+    response = api.post(url(ledger, "entries/"), body, content_type="application/json")
+    assert response.status_code == 400
+    assert error_code(response) == "validation_error"
+    message = response.json()["error"]["message"]
+    assert "too many digits" in message
+    assert "sys." not in message and "set_int_max_str_digits" not in response.content.decode()
+    assert _count(ledger) == count

@@ -34,7 +34,7 @@ def test_daily_reward_to_all_users_then_rerun_posts_nothing(run, ledger: AnyLedg
         "--batch-size",
         "10",
     )
-    assert f"{ledger.label} DAILY_REWARD: 25 granted, 0 already had it, 0 failed." in out
+    assert f"{ledger.label} DAILY_REWARD: 25 granted, 0 already had it, 0 key conflicts, 0 failed." in out
     assert err == ""  # not a terminal: no progress bar
     for u in users:
         assert balance_get(ledger=ledger, user_id=u.pk) == before[u.pk] + reward
@@ -44,7 +44,7 @@ def test_daily_reward_to_all_users_then_rerun_posts_nothing(run, ledger: AnyLedg
     out, _ = run(
         "ledger_grant", "--ledger", ledger.label, "--operation", "DAILY_REWARD", "--all-users"
     )
-    assert "0 granted, 25 already had it, 0 failed." in out
+    assert "0 granted, 25 already had it, 0 key conflicts, 0 failed." in out
     assert _entries(ledger, "DAILY_REWARD") == count
 
 
@@ -95,7 +95,7 @@ def test_users_file_with_key_reports_unknown_users_and_rerun_is_idempotent(
     # Fix the file; the rerun posts nothing for the users who have it already.
     users_file.write_text(f"{a.username}\n{b.pk}\n")
     out, _ = run(*args)
-    assert "0 granted, 2 already had it, 0 failed." in out
+    assert "0 granted, 2 already had it, 0 key conflicts, 0 failed." in out
     assert ledger.entry_model.objects.filter(idempotency_key="promo-1").count() == 2
     assert balance_get(ledger=ledger, user_id=a.pk) == before + 15
 
@@ -115,7 +115,7 @@ def test_failure_output_names_the_unknown_user(run, ledger: AnyLedger, db, tmp_p
             str(users_file),
             stdout=out,
         )
-    assert "0 granted, 0 already had it, 1 failed." in out.getvalue()
+    assert "0 granted, 0 already had it, 0 key conflicts, 1 failed." in out.getvalue()
     assert "unknown user 'ghost'" in out.getvalue()
 
 
