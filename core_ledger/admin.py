@@ -23,7 +23,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
@@ -34,7 +34,7 @@ from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import AnyLedger, PostedBy, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, IDEMPOTENCY_KEY_MAX_LENGTH
 from core_ledger.operations import SharedOperation
-from core_ledger.selectors import balances_for_user, ledger_totals, user_find
+from core_ledger.selectors import balance_get, balances_for_user, ledger_totals, user_find
 from core_ledger.services import entry_post, entry_reverse
 from core_ledger.services.policy import can_reverse, is_privileged
 
@@ -80,6 +80,12 @@ class LedgerModelAdmin(admin.ModelAdmin):
 
 
 # --- entries ------------------------------------------------------------------------------------
+
+
+def _with_signed_amount(entry: Any) -> Any:
+    """The entry with ``signed_amount`` ("+10", "-3"), as the list shows amounts."""
+    entry.signed_amount = f"{entry.amount:+d}"
+    return entry
 
 
 class ReverseEntriesForm(forms.Form):
@@ -181,19 +187,24 @@ class EntryAdmin(LedgerModelAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        # "Reversed?" as one EXISTS in the page's query (the unique index on reverses_id),
+        # The reversing entry's id in the page's own query (the unique index on reverses_id),
         # not one query per row.
-        reversals = self.model._default_manager.filter(reverses=OuterRef("pk"))
-        return super().get_queryset(request).annotate(is_reversed_flag=Exists(reversals))
+        reversals = self.model._default_manager.filter(reverses=OuterRef("pk")).values("pk")[:1]
+        return super().get_queryset(request).annotate(reversal_id=Subquery(reversals))
 
     @admin.display(description="amount", ordering="amount")
     def signed_amount(self, obj: Any) -> str:
         return f"{obj.amount:+d}"
 
-    @admin.display(description="reversed", boolean=True, ordering="is_reversed_flag")
-    def reversed_flag(self, obj: Any) -> bool:
-        flag = getattr(obj, "is_reversed_flag", None)
-        return bool(obj.is_reversed if flag is None else flag)
+    @admin.display(description="reversed by", ordering="reversal_id")
+    def reversed_flag(self, obj: Any) -> str:
+        """A link to the reversal on the few reversed rows; blank on the rest (not a red ✗ on
+        nearly every row, which read as an error)."""
+        reversal_id = getattr(obj, "reversal_id", None)
+        if reversal_id is None:
+            return ""
+        url = admin_url(self.model, "change", reversal_id)
+        return format_html('↩ <a href="{}">#{}</a>', url, reversal_id)
 
     @admin.display(description="reversed by")
     def reversed_by_link(self, obj: Any) -> str:
@@ -250,7 +261,10 @@ class EntryAdmin(LedgerModelAdmin):
             "opts": self.model._meta,
             "ledger": ledger,
             "form": form,
-            "entries": queryset.select_related("user").order_by("id"),
+            "entries": [
+                _with_signed_amount(entry)
+                for entry in queryset.select_related("user").order_by("id")
+            ],
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "action": "reverse_selected",
         }
@@ -274,6 +288,8 @@ class EntryAdmin(LedgerModelAdmin):
         ledger = self.get_ledger()
         if not self.has_post_permission(request):
             raise PermissionDenied  # the ledger's post_any_entry, not is_staff
+        target_user: Any = None
+        current_balance: int | None = None
         if request.method == "POST":
             form = PostEntryForm(request.POST, ledger=ledger)
             if form.is_valid():
@@ -290,6 +306,8 @@ class EntryAdmin(LedgerModelAdmin):
                     )
                 except LedgerError as exc:
                     form.add_ledger_error(exc)
+                    target_user = data["user"]
+                    current_balance = balance_get(ledger=ledger, user_id=target_user.pk)
                 else:
                     entry = result.entry
                     verb = "Replayed (nothing new posted)" if result.replayed else "Posted"
@@ -314,6 +332,9 @@ class EntryAdmin(LedgerModelAdmin):
             "opts": self.model._meta,
             "ledger": ledger,
             "form": form,
+            # After a refusal: what the user holds now, so the operator sees why.
+            "target_user": target_user,
+            "current_balance": current_balance,
         }
         return TemplateResponse(request, "admin/core_ledger/post_entry.html", context)
 

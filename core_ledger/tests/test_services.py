@@ -15,9 +15,9 @@ from core_ledger.exceptions import (
     AlreadyReversed,
     EntryNotFound,
     IdempotencyKeyReused,
-    ReversalNotReversible,
     InsufficientCredits,
     OperationNotAllowed,
+    ReversalNotReversible,
     ValidationFailed,
 )
 from core_ledger.ledger import AnyLedger

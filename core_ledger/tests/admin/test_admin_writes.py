@@ -53,9 +53,29 @@ def test_reverse_action_asks_for_a_reason_then_reverses(
     assert balance_get(ledger=ledger, user_id=user.pk) == before - 25
     assert any(f"#{entry.pk} by #{reversal.pk}" in m for m in messages_of(done))
 
-    # The changelist marks it reversed (the annotated flag).
-    listed = staff_client.get(changelist).context["cl"].result_list
-    assert {e.pk: e.is_reversed_flag for e in listed}[entry.pk] is True
+    # The changelist links the reversal on the reversed row only (the annotated id); the other
+    # rows stay blank rather than carrying a red mark.
+    page = staff_client.get(changelist)
+    listed = page.context["cl"].result_list
+    assert {e.pk: e.reversal_id for e in listed}[entry.pk] == reversal.pk
+    assert all(e.reversal_id is None for e in listed if e.pk != entry.pk)
+    html = page.content.decode()
+    assert f'<a href="{url(ledger.entry_model, "change", reversal.pk)}">#{reversal.pk}</a>' in html
+    assert "icon-no" not in html
+
+
+def test_reverse_page_shows_signed_amounts_and_operation_labels(
+    staff_client: Client, ledger: AnyLedger, user: Any
+) -> None:
+    credit = _credit(ledger, user, 10)
+    page = staff_client.post(
+        url(ledger.entry_model, "changelist"),
+        {"action": "reverse_selected", "_selected_action": [credit.pk], "index": 0},
+    )
+    html = page.content.decode()
+    assert '<td class="ledger-amount">+10</td>' in html
+    label = str(ledger.operations(credit.operation).label)
+    assert f"<td>{label}</td>" in html and f"<td>{credit.operation}</td>" not in html
 
 
 def test_reverse_action_reports_refusals_and_writes_nothing_for_them(
@@ -125,6 +145,9 @@ def test_post_form_shows_domain_errors_and_writes_nothing(
     )
     assert too_much.status_code == 200
     assert "insufficient_credits" in str(too_much.context["form"].non_field_errors())
+    balance = balance_get(ledger=ledger, user_id=user.pk)
+    assert too_much.context["current_balance"] == balance
+    assert f"<strong>{balance}</strong>. Nothing was posted." in too_much.content.decode()
 
     fixed = staff_client.post(
         post_url, {"user": user.username, "operation": "DAILY_REWARD", "amount": "3"}

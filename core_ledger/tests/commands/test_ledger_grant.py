@@ -34,7 +34,10 @@ def test_daily_reward_to_all_users_then_rerun_posts_nothing(run, ledger: AnyLedg
         "--batch-size",
         "10",
     )
-    assert f"{ledger.label} DAILY_REWARD: 25 granted, 0 already had it, 0 key conflicts, 0 failed." in out
+    assert (
+        f"{ledger.label} DAILY_REWARD: 25 granted, 0 already had it, 0 key conflicts, 0 failed."
+        in out
+    )
     assert err == ""  # not a terminal: no progress bar
     for u in users:
         assert balance_get(ledger=ledger, user_id=u.pk) == before[u.pk] + reward
