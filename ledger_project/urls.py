@@ -8,6 +8,7 @@ from django.views import defaults
 from core_ledger.api.errors import error_body
 from core_ledger.api.health import healthz
 from core_ledger.api.urls import api_urlpatterns
+from ledger_project import admin as project_admin  # noqa: F401  (registers the user admin first)
 
 urlpatterns = [
     path("admin/", admin.site.urls),
