@@ -71,7 +71,8 @@ def host_database() -> Iterator[dict[str, object]]:
     admin_url = database_url("postgres")
 
     def drop(conn: psycopg.Connection[object]) -> None:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for each in (name, f"{name}_test"):  # the host's, and its own test run's
+            conn.execute(f'DROP DATABASE IF EXISTS "{each}" WITH (FORCE)')
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
         drop(conn)
@@ -85,6 +86,7 @@ def host_database() -> Iterator[dict[str, object]]:
             "PASSWORD": params.get("PASSWORD") or "",
             "HOST": params.get("HOST") or "",
             "PORT": str(params.get("PORT") or ""),
+            "TEST": {"NAME": f"{name}_test"},
         }
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -107,7 +109,12 @@ def _env(venv: Path | None = None) -> dict[str, str]:
 
 def _constraints(path: Path) -> Path:
     """This project's pinned versions as pip constraints (constraints take no extras)."""
-    lines = (PROJECT / "requirements.txt").read_text().splitlines()
+    lines = [
+        line
+        for name in ("requirements.txt", "requirements-dev.txt")
+        for line in (PROJECT / name).read_text().splitlines()
+        if not line.startswith("-")
+    ]
     pins = [re.sub(r"\[.*?\]", "", line.split("#")[0]).strip() for line in lines]
     path.write_text("\n".join(p for p in pins if p) + "\n")
     return path
@@ -301,6 +308,8 @@ def test_core_installs_into_a_new_project_with_an_email_user_model(
         "install",
         "--quiet",
         f"{wheel}[binary]",
+        "pytest",  # for the generated app's own tests
+        "pytest-django",
         "-c",
         _constraints(tmp_path / "constraints.txt"),
         cwd=tmp_path,
@@ -363,6 +372,14 @@ def test_core_installs_into_a_new_project_with_an_email_user_model(
     run(*manage, "migrate", "--noinput", cwd=host, env=env)
     run(*manage, "check", cwd=host, env=env)
     run(*manage, "makemigrations", "--check", "--dry-run", cwd=host, env=env)
+
+    # The generated app's own tests pass in the host, with its email-login user model.
+    (host / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = host.settings\n")
+    tests = run(
+        python, "-m", "pytest", "app_gamma", "-q", "-p", "no:cacheprovider", cwd=host, env=env
+    )
+    assert re.search(r"\b6 passed\b", tests), tests
+    assert "failed" not in tests and "error" not in tests.lower(), tests
 
     # Through the service, the admin and the commands, all with an email-login user model.
     facts = json.loads(
