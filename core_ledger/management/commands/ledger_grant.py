@@ -7,11 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
 from tqdm import tqdm
 
-from core_ledger.management.base import LedgerCommand, active_user_ids, resolve_user_ids
+from core_ledger.management.base import (
+    LedgerCommand,
+    active_user_ids,
+    active_users,
+    resolve_user_ids,
+)
 from core_ledger.services import grant_bulk
 
 MAX_LISTED_ERRORS = 20
@@ -72,7 +76,7 @@ Examples:
         if options["ids"] and not options["users_file"]:
             raise CommandError("--ids only applies to --users-file.")
         if options["all_users"]:
-            total: int | None = get_user_model()._default_manager.filter(is_active=True).count()
+            total: int | None = active_users().count()
             # Ids are small: fetch them in larger chunks than the grant's batches (fewer trips).
             user_ids: Iterator[int] = active_user_ids(chunk_size=max(batch_size, 10_000))
         else:
