@@ -474,3 +474,24 @@ def test_core_installs_into_a_new_project_with_an_email_user_model(
         "balance": 142,
     }
     run(*manage, "ledger_verify", "--ledger", "gamma", cwd=host, env=env)
+    out = run(
+        *manage,
+        "ledger_export",
+        "--ledger",
+        "gamma",
+        "--user",
+        EMAIL,
+        "--format",
+        "jsonl",
+        cwd=host,
+        env=env,
+    )
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["amount"] for r in rows] == [100, 40, 7, -5]
+    assert {r["username"] for r in rows} == {EMAIL}
+
+    # The demo data, with logins that are emails (alice's account exists already: reused).
+    out = run(*manage, "ledger_demo", cwd=host, env=env)
+    assert "Staff login for /admin/: admin@example.com / " in out
+    assert "Demo users: alice@example.com / alice-demo, bob@example.com / bob-demo" in out
+    run(*manage, "ledger_verify", cwd=host, env=env)
