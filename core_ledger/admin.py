@@ -13,7 +13,7 @@ view the ledgers, as the services let staff post and reverse in every ledger.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -35,10 +35,18 @@ from core_ledger.operations import SharedOperation
 from core_ledger.selectors import balances_for_user, ledger_totals, user_find
 from core_ledger.services import entry_post, entry_reverse
 
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Any]
+    _UserAdmin = UserAdmin[Any]
+else:  # generic in the stubs only: not subscriptable at run time
+    _ModelAdmin = admin.ModelAdmin
+    _UserAdmin = UserAdmin
+
 
 def _is_staff(request: HttpRequest) -> bool:
     user = request.user
-    return bool(user.is_active and user.is_staff)
+    # The stubs' user is AbstractBaseUser without the mypy plugin; the admin requires is_staff.
+    return bool(user.is_active and user.is_staff)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def admin_url(model: type[Any], view: str, *args: Any) -> str | None:
@@ -56,7 +64,7 @@ def entries_url(ledger: AnyLedger, user_id: int) -> str | None:
     return f"{url}?user__id__exact={user_id}" if url else None
 
 
-class LedgerModelAdmin(admin.ModelAdmin):
+class LedgerModelAdmin(_ModelAdmin):
     """Read-only for everyone; visible to staff. Subclassed by the entry and balance admins."""
 
     def get_ledger(self) -> AnyLedger:
@@ -189,7 +197,10 @@ class EntryAdmin(LedgerModelAdmin):
         # "Reversed?" as one EXISTS in the page's query (the unique index on reverses_id),
         # not one query per row.
         reversals = self.model._default_manager.filter(reverses=OuterRef("pk"))
-        return super().get_queryset(request).annotate(is_reversed_flag=Exists(reversals))
+        annotated: QuerySet[Any] = (
+            super().get_queryset(request).annotate(is_reversed_flag=Exists(reversals))
+        )
+        return annotated
 
     @admin.display(description="amount", ordering="amount")
     def signed_amount(self, obj: Any) -> str:
@@ -212,7 +223,7 @@ class EntryAdmin(LedgerModelAdmin):
 
     def has_reverse_permission(self, request: HttpRequest) -> bool:
         user = request.user
-        return _is_staff(request) or user.has_perm(self.get_ledger().post_permission)
+        return _is_staff(request) or user.has_perm(self.get_ledger().post_permission)  # pyright: ignore[reportAttributeAccessIssue]
 
     @admin.action(description="Reverse selected entries", permissions=["reverse"])
     def reverse_selected(
@@ -350,7 +361,7 @@ class BalanceAdmin(LedgerModelAdmin):
 User = get_user_model()
 
 
-class LedgerUserAdmin(UserAdmin):
+class LedgerUserAdmin(_UserAdmin):
     """Django's user admin plus the user's balance in every registered ledger, with links."""
 
     readonly_fields = (*UserAdmin.readonly_fields, "ledger_balances")
@@ -360,7 +371,7 @@ class LedgerUserAdmin(UserAdmin):
         if obj is None:
             return fieldsets
         # First, right under the login: what an operator opens a user's page for.
-        first, *rest = fieldsets
+        first, *rest = list(fieldsets)
         return [first, ("Ledgers", {"fields": ("ledger_balances",)}), *rest]
 
     @admin.display(description="balances")

@@ -14,8 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 from django.db.models import Count, Q, QuerySet, Sum
 
-from core_ledger.ledger import AnyLedger, registry
-from core_ledger.models import AbstractBalance, AbstractLedgerEntry
+from core_ledger.ledger import AnyLedger, BalanceT, EntryT, Ledger, registry
 from core_ledger.services.sql import tables
 
 
@@ -74,7 +73,7 @@ def balance_snapshot(
     return BalanceSnapshot(user_id=user_id, balance=int(row[0]), updated_at=row[1])
 
 
-def balance_list(*, ledger: AnyLedger) -> QuerySet[AbstractBalance]:
+def balance_list(*, ledger: Ledger[Any, BalanceT, Any]) -> QuerySet[BalanceT]:
     """Every balance row of ``ledger`` (one per user who ever had an entry)."""
     return ledger.balance_model.objects.all()
 
@@ -84,7 +83,7 @@ def balances_for_user(*, user_id: int) -> dict[str, int]:
     return {ledger.label: balance_get(ledger=ledger, user_id=user_id) for ledger in registry}
 
 
-def entry_list(*, ledger: AnyLedger, user_id: int | None = None) -> QuerySet[AbstractLedgerEntry]:
+def entry_list(*, ledger: Ledger[EntryT, Any, Any], user_id: int | None = None) -> QuerySet[EntryT]:
     """Entries newest first; only ``user_id``'s when given."""
     qs = ledger.entry_model.objects.all().order_by("-id")
     if user_id is not None:
@@ -205,7 +204,7 @@ def user_find(*, text: str | int) -> Any:
     """
     User = get_user_model()
     value = str(text).strip()
-    user = User.objects.filter(**{User.USERNAME_FIELD: value}).first()
+    user = User.objects.filter(**{User.USERNAME_FIELD: value}).first()  # pyright: ignore[reportAttributeAccessIssue]  # every user model has it; the stubs' AbstractBaseUser lacks it
     if user is None and value.isdigit():
         user = User.objects.filter(pk=int(value)).first()
     return user

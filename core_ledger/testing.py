@@ -24,7 +24,7 @@ def make_user(*, staff: bool = False, **fields: Any) -> Any:
     n = next(_counter)
     fields.setdefault("username", f"user{n}-{id(fields) % 10_000}")
     fields.setdefault("email", f"{fields['username']}@example.com")
-    return get_user_model().objects.create_user(password="pw-for-tests", is_staff=staff, **fields)
+    return get_user_model().objects.create_user(password="pw-for-tests", is_staff=staff, **fields)  # pyright: ignore[reportAttributeAccessIssue]  # a UserManager on auth.User; the stubs type a plain Manager
 
 
 def set_balance(*, ledger: AnyLedger, user: AbstractBaseUser, to: int) -> int:

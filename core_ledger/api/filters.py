@@ -22,7 +22,7 @@ from core_ledger.ledger import registry
 class IntegerFilter(filters.NumberFilter):
     """A whole number (ids): NumberFilter would take ``1.5`` and match id 1."""
 
-    field_class = forms.IntegerField
+    field_class = forms.IntegerField  # pyright: ignore[reportAssignmentType]  # django-filter's inferred DecimalField, not a declared type
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):

@@ -111,7 +111,7 @@ def resolve_user_ids(values: Iterable[str], *, chunk_size: int = 2000) -> Iterat
     so the caller can report it. Blank lines and ``#`` comments are skipped.
     """
     User = get_user_model()
-    username_field = User.USERNAME_FIELD
+    username_field = User.USERNAME_FIELD  # pyright: ignore[reportAttributeAccessIssue]  # every user model has it; the stubs' AbstractBaseUser lacks it
     chunk: list[str] = []
 
     def flush(items: list[str]) -> Iterator[int | str]:

@@ -33,7 +33,7 @@ class Command(BaseCommand):
             admin, _ = User.objects.get_or_create(
                 username="admin", defaults={"email": "admin@example.com"}
             )
-            admin.is_staff = admin.is_superuser = True
+            admin.is_staff = admin.is_superuser = True  # pyright: ignore[reportAttributeAccessIssue]  # the demo runs on auth.User; the stubs' AbstractBaseUser lacks them
             admin.set_password(password)
             admin.save()
             users = []
