@@ -177,6 +177,7 @@ class AbstractBalance(models.Model):
     )
     balance = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(help_text="When the last entry moved this balance.")
+    user_id: int  # Django adds the column attribute; declared for checkers without the mypy plugin
 
     class Meta:
         abstract = True

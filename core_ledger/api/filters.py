@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -23,7 +24,7 @@ from core_ledger.ledger import registry
 class IntegerFilter(filters.NumberFilter):
     """A whole number (ids): NumberFilter would take ``1.5`` and match id 1."""
 
-    field_class = forms.IntegerField
+    field_class = forms.IntegerField  # pyright: ignore[reportAssignmentType]  # django-filter's inferred DecimalField, not a declared type
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):
@@ -83,10 +84,11 @@ class StableOrderingFilter(OrderingFilter):
         return [*ordering, "pk"]
 
     def remove_invalid_fields(
-        self, queryset: QuerySet[Any], fields: list[str], view: Any, request: Request
+        self, queryset: QuerySet[Any], fields: Iterable[str], view: Any, request: Request
     ) -> list[str]:
         """Refuse an unknown ordering with 400 instead of silently ignoring it (DRF's default)."""
         allowed = [name for name, _ in self.get_valid_fields(queryset, view, {"request": request})]
+        fields = list(fields)
         unknown = [term for term in fields if term.strip().lstrip("-") not in allowed]
         if unknown:
             raise ValidationError(

@@ -38,6 +38,8 @@ class EntryCursorPagination(CursorPagination):
     max_page_size = MAX_PAGE_SIZE
 
     def get_page_size(self, request: Request) -> int:
+        # Both are set on the class; the DRF stubs declare them optional.
+        assert self.page_size_query_param is not None and self.page_size is not None
         return strict_page_size(request, self.page_size_query_param, self.page_size)
 
     def decode_cursor(self, request: Request) -> Any:
@@ -58,6 +60,8 @@ class BalancePagination(PageNumberPagination):
     max_page_size = MAX_PAGE_SIZE
 
     def get_page_size(self, request: Request) -> int:
+        # Both are set on the class; the DRF stubs declare them optional.
+        assert self.page_size_query_param is not None and self.page_size is not None
         return strict_page_size(request, self.page_size_query_param, self.page_size)
 
     def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:

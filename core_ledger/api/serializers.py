@@ -78,8 +78,8 @@ class UtcDateTimeField(serializers.DateTimeField):
 
     default_error_messages = {"range": "The moment is out of range."}
 
-    def to_internal_value(self, value: Any) -> datetime:
-        parsed = super().to_internal_value(value)
+    def to_internal_value(self, data: Any) -> datetime:
+        parsed = super().to_internal_value(data)
         try:
             return as_utc(parsed)
         except OverflowError:
@@ -112,7 +112,7 @@ class EntrySerializer(serializers.ModelSerializer[AbstractLedgerEntry]):
         help_text="The id of the REVERSAL entry that undid this one, if any.",
     )
 
-    class Meta:
+    class Meta:  # pyright: ignore[reportIncompatibleVariableOverride]  # the stubs' ModelSerializer.Meta exists only in the stubs
         model: Any = AbstractLedgerEntry  # each ledger's subclass sets its concrete model
         fields = [
             "id",

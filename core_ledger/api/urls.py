@@ -9,7 +9,7 @@ URLconf: declaring its ``Ledger`` is enough.
 from __future__ import annotations
 
 import functools
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -32,13 +32,19 @@ ViewT = TypeVar("ViewT", bound=LedgerViewMixin)
 
 def bind(view: type[ViewT], ledger: AnyLedger) -> type[ViewT]:
     """``view`` bound to ``ledger``: a subclass named after it (``AlphaEntryViewSet``)."""
-    return _bind(view, ledger.label)
+    # The cache cannot carry the type variable; classes are hashable, mypy's Hashable check on
+    # a class object is wrong (it reads __hash__ as the instances' method).
+    return cast("type[ViewT]", _bind(view, ledger.label))  # type: ignore[arg-type]
 
 
 @functools.cache
-def _bind(view: type[ViewT], label: str) -> type[ViewT]:
+def _bind(view: type[LedgerViewMixin], label: str) -> type[LedgerViewMixin]:
     name = "".join(p.capitalize() for p in label.split("_")) + view.__name__
-    return type(name, (view,), {"ledger_label": label, "__module__": view.__module__})
+    # type() with three arguments is a subclass of ``view``; checkers only see a plain type.
+    return cast(
+        "type[LedgerViewMixin]",
+        type(name, (view,), {"ledger_label": label, "__module__": view.__module__}),
+    )
 
 
 def ledger_urlpatterns(ledger: AnyLedger) -> Routes:

@@ -218,8 +218,7 @@ class EntryViewSet(
         # Another user's entry is outside the queryset, so retrieving it is a 404 (not 403):
         # the API does not reveal which entry ids exist.
         entries = selectors.entry_list(ledger=self.ledger, user_id=owner)
-        # reversed_by is the reverse one-to-one of `reverses`: the stubs cannot see it.
-        return entries.select_related("reversed_by")  # type: ignore[misc]
+        return entries.select_related("reversed_by")
 
     @property
     def filterset_class(self) -> Any:  # read by DjangoFilterBackend and drf-spectacular

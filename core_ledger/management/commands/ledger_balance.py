@@ -8,8 +8,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from core_ledger.management.base import LedgerCommand, username_field
-from core_ledger.selectors import balance_get, balance_list
+from core_ledger.management.base import LedgerCommand
+from core_ledger.selectors import balance_get, balance_list, username_field
 
 FORMATS = ("table", "json", "csv")
 
