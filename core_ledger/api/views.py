@@ -11,12 +11,7 @@ from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import (
-    OpenApiParameter,
-    OpenApiResponse,
-    extend_schema,
-    extend_schema_view,
-)
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -36,10 +31,20 @@ from core_ledger.api.filters import (
 )
 from core_ledger.api.pagination import BalancePagination, EntryCursorPagination
 from core_ledger.api.permissions import CanReadAllAccounts, can_read_all
+from core_ledger.api.schema import (
+    COMMON,
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENT_REPLAYED,
+    REPLAYED_HEADER,
+    RESPONSE_HEADERS,
+    entry_create_request,
+    errors,
+    path_id,
+)
 from core_ledger.api.serializers import (
     BalanceQuerySerializer,
     BalanceSerializer,
-    ErrorSerializer,
     LedgerSerializer,
     ReverseSerializer,
     TokenSerializer,
@@ -49,41 +54,6 @@ from core_ledger.api.serializers import (
 )
 from core_ledger.ledger import AnyLedger, registry
 from core_ledger.models import AbstractBalance, AbstractLedgerEntry
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
-
-_ERROR_TEXT = {
-    400: "validation_error: the request is not valid (per-field details).",
-    401: "not_authenticated: no or invalid credentials.",
-    403: "permission_denied / operation_not_allowed.",
-    404: "not_found.",
-    409: "insufficient_credits / already_claimed / already_reversed.",
-    415: "unsupported_media_type: send application/json.",
-    422: "idempotency_key_reused: the key was used for a different request.",
-    429: "throttled.",
-    503: "ledger_busy / database_unavailable: nothing was written; retry.",
-}
-
-
-def errors(*statuses: int) -> dict[int, OpenApiResponse]:
-    """Schema entries for the error responses an endpoint can give, all in the one error shape."""
-    return {s: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[s]) for s in statuses}
-
-
-COMMON = (401, 429, 503)
-
-IDEMPOTENCY_PARAMETER = OpenApiParameter(
-    IDEMPOTENCY_HEADER,
-    str,
-    OpenApiParameter.HEADER,
-    required=False,
-    description="1-255 printable ASCII characters, unique per ledger and account holder. The same "
-    "key with the same request from the same caller replays the first answer (201, header "
-    "Idempotent-Replayed: true, nothing posted); any other request with it is refused with 422 "
-    "idempotency_key_reused. Keys are kept as long as the entries (they live on the entry row); "
-    "refused requests do not store the key.",
-)
 
 
 def _caller_id(request: Request) -> int:
@@ -112,6 +82,7 @@ class LedgerListView(APIView):
 
     @extend_schema(
         operation_id="ledgers_list",
+        parameters=RESPONSE_HEADERS,
         responses={200: LedgerSerializer(many=True), **errors(*COMMON)},
     )
     def get(self, request: Request) -> Response:
@@ -124,6 +95,7 @@ class AllBalancesView(APIView):
 
     @extend_schema(
         operation_id="balances_mine_all",
+        parameters=RESPONSE_HEADERS,
         responses={
             200: OpenApiResponse(
                 {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -147,7 +119,14 @@ class TokenView(ObtainAuthToken):
         tags=["auth"],
         operation_id="auth_token_create",
         request=AuthTokenSerializer,
-        responses={200: TokenSerializer, **errors(400, 415, 429, 503)},
+        parameters=RESPONSE_HEADERS,
+        responses={
+            200: TokenSerializer,
+            **errors(400, 413, 415, 429, 503),
+            # Wrong credentials are a 400 validation_error (DRF's ObtainAuthToken); a 401 only
+            # comes from an invalid Authorization header sent along.
+            401: errors(401)[401],
+        },
         auth=[],
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -161,7 +140,7 @@ class MyBalanceView(LedgerViewMixin, APIView):
     """The caller's balance in this ledger, now or at a past moment."""
 
     @extend_schema(
-        parameters=[BalanceQuerySerializer],
+        parameters=[BalanceQuerySerializer, *RESPONSE_HEADERS],
         responses={200: BalanceSerializer, **errors(400, *COMMON)},
     )
     def get(self, request: Request) -> Response:
@@ -174,8 +153,14 @@ class MyBalanceView(LedgerViewMixin, APIView):
 
 
 @extend_schema_view(
-    list=extend_schema(responses={200: BalanceSerializer(many=True), **errors(400, 403, *COMMON)}),
-    retrieve=extend_schema(responses={200: BalanceSerializer, **errors(403, 404, *COMMON)}),
+    list=extend_schema(
+        parameters=RESPONSE_HEADERS,
+        responses={200: BalanceSerializer(many=True), **errors(400, 403, *COMMON)},
+    ),
+    retrieve=extend_schema(
+        parameters=[path_id("user_id", "The user's id."), *RESPONSE_HEADERS],
+        responses={200: BalanceSerializer, **errors(400, 403, 404, *COMMON)},
+    ),
 )
 class BalanceViewSet(LedgerViewMixin, viewsets.ReadOnlyModelViewSet[AbstractBalance]):
     """Every user's balance (staff and service accounts of this ledger)."""
@@ -274,16 +259,24 @@ class EntryViewSet(
 def _document_entry_viewset(cls: type[EntryViewSet]) -> None:
     """Describe a ledger's entry endpoints with that ledger's own serializers (and enums)."""
     entry = entry_serializer_for(cls.ledger_label)
+    entry_id = path_id("id", "The entry's id.")
     extend_schema_view(
-        list=extend_schema(responses={200: entry(many=True), **errors(400, *COMMON)}),
-        retrieve=extend_schema(responses={200: entry, **errors(404, *COMMON)}),
+        list=extend_schema(
+            parameters=RESPONSE_HEADERS,
+            responses={200: entry(many=True), **errors(400, *COMMON)},
+        ),
+        retrieve=extend_schema(
+            parameters=[entry_id, *RESPONSE_HEADERS],
+            responses={200: entry, **errors(400, 404, *COMMON)},
+        ),
         create=extend_schema(
-            request=entry_create_serializer_for(cls.ledger_label),
-            parameters=[IDEMPOTENCY_PARAMETER],
-            responses={201: entry, **errors(400, 403, 409, 415, 422, *COMMON)},
+            request=entry_create_request(cls.ledger_label),
+            parameters=[IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, *RESPONSE_HEADERS],
+            responses={201: entry, **errors(400, 403, 409, 413, 415, 422, *COMMON)},
         ),
         reverse=extend_schema(
             request=ReverseSerializer,
-            responses={201: entry, **errors(400, 403, 404, 409, 415, *COMMON)},
+            parameters=[entry_id, *RESPONSE_HEADERS],
+            responses={201: entry, **errors(400, 403, 404, 409, 413, 415, *COMMON)},
         ),
     )(cls)
