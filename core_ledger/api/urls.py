@@ -14,7 +14,7 @@ from typing import TypeVar
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern, URLResolver, include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from core_ledger.api.errors import error_body
@@ -25,6 +25,7 @@ from core_ledger.api.views import (
     LedgerListView,
     LedgerViewMixin,
     MyBalanceView,
+    SchemaView,
     TokenView,
 )
 from core_ledger.ledger import AnyLedger, registry
@@ -62,7 +63,7 @@ def api_urlpatterns() -> Routes:
         path("ledgers/", LedgerListView.as_view(), name="api-ledgers"),
         path("balances/", AllBalancesView.as_view(), name="api-balances"),
         path("auth/token/", TokenView.as_view(), name="api-token"),
-        path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+        path("schema/", SchemaView.as_view(), name="api-schema"),
         path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
         *[path(f"{ledger.label}/", include(ledger_urlpatterns(ledger))) for ledger in registry],
         # Last: any other path under api/ (an unknown ledger, a malformed id) is a JSON 404,

@@ -50,25 +50,28 @@ EXCLUSIONS: list[tuple[str, int, str, str | None, str | None]] = [
 
 
 def excluded(status: int, body: Any) -> str | None:
-    """The reason a refusal of schema-valid data is deliberate, or None if it is a finding."""
+    """The reason a refusal of schema-valid data is deliberate, or None if it is a finding.
+
+    A validation error is excluded only if every field it refuses is refused for a listed reason.
+    """
     if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
         return None
     error = body["error"]
     details = error.get("details") or {}
-    for why, want_status, code, field, message in EXCLUSIONS:
-        if status != want_status or error.get("code") != code:
-            continue
-        if field is None:
-            return why
-        messages = details.get(field)
-        # Only this field is refused (anything else wrong would also be listed), for this reason.
-        if (
-            isinstance(messages, list)
-            and set(details) == {field}
-            and (message is None or any(str(m).endswith(message) for m in messages))
-        ):
-            return why
-    return None
+    reasons = []
+    for field, messages in details.items() or [(None, None)]:
+        reason = None
+        for why, want_status, code, want_field, message in EXCLUSIONS:
+            if status != want_status or error.get("code") != code or want_field != field:
+                continue
+            said = isinstance(messages, list) and any(
+                str(m).endswith(str(message)) for m in messages
+            )
+            if want_field is None or message is None or said:
+                reason = why
+                break
+        reasons.append(reason)
+    return reasons[0] if reasons and all(reasons) else None
 
 
 @schemathesis.hook
