@@ -199,7 +199,6 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core_ledger.api.schema.describe_post_bodies",
-        "core_ledger.api.schema.add_components",
         "core_ledger.api.schema.add_links",
     ],
     # 3.1: JSON Schema 2020-12, so the metadata key limits (propertyNames) can be said.

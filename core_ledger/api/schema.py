@@ -192,12 +192,17 @@ def _request_component(schemas: dict[str, Any], label: str, value: str) -> dict[
 
 
 def describe_post_bodies(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Each operation's body: ``operation`` is that one value; fixed amounts forbid ``amount``."""
+    """Each operation's body: ``operation`` is that one value; fixed amounts forbid ``amount``.
+
+    Also marks every request body required (drf-spectacular leaves some optional).
+    """
     schemas = result.get("components", {}).get("schemas", {})
+    for methods in result.get("paths", {}).values():
+        post = methods.get("post", {})
+        if "requestBody" in post:
+            # Every body here has required fields: no body is a 400, like a missing field.
+            post["requestBody"]["required"] = True
     for ledger in registry:
-        post = result.get("paths", {}).get(f"/api/{ledger.label}/entries/", {}).get("post")
-        if post is not None and "requestBody" in post:
-            post["requestBody"]["required"] = True  # no body is a 400, like any missing field
         for value in postable_operations(ledger):
             component = _request_component(schemas, ledger.label, value)
             if component is None:
@@ -209,28 +214,6 @@ def describe_post_bodies(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
             }
             if ledger.rule(value).fixed:
                 component["not"] = {"required": ["amount"]}
-    return result
-
-
-METADATA_VALUE: dict[str, Any] = {
-    "description": "Any JSON value without NUL characters (in strings and keys, at any depth).",
-    "anyOf": [
-        {"type": "string", "pattern": NO_NUL_PATTERN},
-        {"type": ["number", "boolean", "null"]},
-        {"type": "array", "items": {"$ref": "#/components/schemas/MetadataValue"}},
-        {
-            "type": "object",
-            "propertyNames": {"pattern": NO_NUL_PATTERN},
-            "additionalProperties": {"$ref": "#/components/schemas/MetadataValue"},
-        },
-    ],
-}
-
-
-def add_components(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Components the fields refer to by hand: ``MetadataValue`` (recursive, so not inline)."""
-    schemas = result.setdefault("components", {}).setdefault("schemas", {})
-    schemas["MetadataValue"] = METADATA_VALUE
     return result
 
 

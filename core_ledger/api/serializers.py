@@ -17,7 +17,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.validators import RegexValidator
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.utils import html
 
@@ -39,15 +39,15 @@ METADATA_SCHEMA: dict[str, Any] = {
         "pattern": NO_NUL_PATTERN,
     },
     "additionalProperties": {
+        # Nested values are any JSON: a recursive schema would say "no NUL at any depth", but
+        # client generators (openapi-python-client) cannot read a recursive union.
         "anyOf": [
             {"type": "string", "maxLength": METADATA_VALUE_MAX_LENGTH, "pattern": NO_NUL_PATTERN},
-            {"type": ["number", "boolean", "null"]},
-            {"type": "array", "items": {"$ref": "#/components/schemas/MetadataValue"}},
-            {
-                "type": "object",
-                "propertyNames": {"pattern": NO_NUL_PATTERN},
-                "additionalProperties": {"$ref": "#/components/schemas/MetadataValue"},
-            },
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": {}},
+            {"type": "object", "additionalProperties": {}},
         ]
     },
     "description": (
@@ -56,8 +56,8 @@ METADATA_SCHEMA: dict[str, Any] = {
         f"anywhere, and at most {METADATA_MAX_BYTES} bytes as JSON (sorted keys, ASCII escapes)."
     ),
 }
-"""The metadata limits (``clean_metadata``) as far as JSON Schema can say them; ``MetadataValue``
-(any JSON value without NUL, nested values included) is added by ``schema.add_components``."""
+"""The metadata limits (``clean_metadata``) as far as JSON Schema can say them. Not said: the
+total size as JSON, and no NUL inside nested values (README "API contract")."""
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -360,6 +360,9 @@ class ErrorBodySerializer(serializers.Serializer[Any]):
     )
 
 
+# "ErrorResponse", not "Error": a component named like its own property ("error") makes
+# openapi-python-client generate a variable that shadows itself (and fail mypy).
+@extend_schema_serializer(component_name="ErrorResponse")
 class ErrorSerializer(serializers.Serializer[Any]):
     """The one shape of every error response."""
 

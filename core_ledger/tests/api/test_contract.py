@@ -141,7 +141,7 @@ def test_documented_headers_and_error_statuses(schema: dict[str, Any]) -> None:
                 assert status in responses, (path, method, status)
                 assert "Retry-After" in responses[status]["headers"]
                 assert responses[status]["content"]["application/json"]["schema"]["$ref"].endswith(
-                    "/Error"
+                    "/ErrorResponse"
                 )
             if operation.get("security") != [{}] and path != "/api/auth/token/":
                 assert "WWW-Authenticate" in responses["401"]["headers"]
