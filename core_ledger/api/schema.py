@@ -22,6 +22,7 @@ from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
@@ -181,6 +182,33 @@ def entry_create_request(label: str) -> PolymorphicProxySerializer:
         },
         resource_type_field_name="operation",
     )
+
+
+def entry_post_examples(label: str) -> list[OpenApiExample]:
+    """One example body per postable operation of the ledger (also what schemathesis'
+    examples phase sends): fixed-amount operations without ``amount``, the others with one."""
+    ledger = registry.get(label)
+    examples = []
+    for value in postable_operations(ledger):
+        body: dict[str, Any] = {"operation": value}
+        if not ledger.rule(value).fixed:
+            body["amount"] = 5
+        if ledger.rule(value).posted_by is PostedBy.STAFF:
+            body["user"] = 1
+        examples.append(
+            OpenApiExample(
+                value.lower(),
+                value=body,
+                request_only=True,
+                summary=str(ledger.operations(value).label),
+            )
+        )
+    return examples
+
+
+REVERSE_EXAMPLE = OpenApiExample(
+    "reason", value={"reason": "Granted twice by mistake."}, request_only=True
+)
 
 
 # --- post-processing hooks (SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]) ------------------------

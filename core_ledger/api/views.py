@@ -40,7 +40,9 @@ from core_ledger.api.schema import (
     IDEMPOTENT_REPLAYED,
     REPLAYED_HEADER,
     RESPONSE_HEADERS,
+    REVERSE_EXAMPLE,
     entry_create_request,
+    entry_post_examples,
     errors,
     path_id,
 )
@@ -121,7 +123,7 @@ class SchemaView(SpectacularAPIView):
 
     def _get_schema_response(self, request: Request) -> Response:
         with self._lock:
-            return super()._get_schema_response(request)  # type: ignore[no-any-return]
+            return super()._get_schema_response(request)
 
 
 class TokenView(ObtainAuthToken):
@@ -289,11 +291,13 @@ def _document_entry_viewset(cls: type[EntryViewSet]) -> None:
         ),
         create=extend_schema(
             request=entry_create_request(cls.ledger_label),
+            examples=entry_post_examples(cls.ledger_label),
             parameters=[IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, *RESPONSE_HEADERS],
             responses={201: entry, **errors(400, 403, 409, 413, 415, 422, *COMMON)},
         ),
         reverse=extend_schema(
             request=ReverseSerializer,
+            examples=[REVERSE_EXAMPLE],
             parameters=[entry_id, *RESPONSE_HEADERS],
             responses={201: entry, **errors(400, 403, 404, 409, 413, 415, *COMMON)},
         ),

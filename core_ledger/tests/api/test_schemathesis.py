@@ -99,6 +99,6 @@ def test_schemathesis_all_checks_all_phases_find_nothing(
         tested = re.search(r"Tested: (\d+)", summary)
         assert selected and tested, f"{role}:\n{summary}"
         assert int(tested.group(1)) == int(selected.group(2)) == expected_operations, summary
-        for phase in ("Coverage", "Fuzzing", "Stateful"):
+        for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
             assert f"✅ {phase}" in summary, f"{role}: {phase} did not pass\n{summary}"
         assert "Failures:" not in summary and "Errors:" not in summary, summary
