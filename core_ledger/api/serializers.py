@@ -122,7 +122,7 @@ class UtcDateTimeField(serializers.DateTimeField):
             self.fail("range")
 
 
-@extend_schema_field(METADATA_SCHEMA)
+@extend_schema_field(METADATA_SCHEMA, component_name="Metadata")
 class MetadataField(serializers.JSONField):
     """Free-form JSON object attached to an entry; limits are checked by the service's rules."""
 
