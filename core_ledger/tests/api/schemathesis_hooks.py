@@ -33,7 +33,7 @@ EXCLUSIONS: list[tuple[str, int, str, str | None, str | None]] = [
         400,
         "validation_error",
         "user",
-        "Staff and service accounts must name the account to post to.",
+        "Service accounts and operators must name the account to post to.",
     ),
     # JSON Schema 2020-12 counts 2.0 as an integer; the API takes integer literals only.
     ("integer literal", 400, "validation_error", "amount", WHOLE_NUMBER),
