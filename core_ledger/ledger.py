@@ -157,8 +157,11 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
         if not self._all_rules[key].fixed:
             return None
         configured = app_settings.FIXED_AMOUNTS.get(self.label, {})
-        if key in configured:
-            return int(configured[key])
+        value = configured.get(key) if isinstance(configured, Mapping) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        # A configured value that is not a positive integer is ignored here and reported by
+        # system check E030, rather than failing every post (or the URLconf) with a 500.
         declared = {str(op): amount for op, amount in self.fixed_amounts.items()}
         if key in declared:
             return int(declared[key])
