@@ -54,10 +54,19 @@ run: demo
 	@echo "Serving on http://$(HOST):$(PORT)/  (API docs: /api/docs/, admin: /admin/)"
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-# Production-like: DEBUG off, gunicorn, static files from WhiteNoise (SSL redirect off on loopback).
-serve: demo
-	@$(WITH_DB) DEBUG=0 SECRET_KEY=$${SECRET_KEY:-local-serve-$$(hostname)-not-secret} SECURE_SSL_REDIRECT=0 \
-	  ALLOWED_HOSTS=$(HOST),localhost $(BIN)/gunicorn ledger_project.wsgi -w $${WEB_CONCURRENCY:-3} -b $(HOST):$(PORT)
+# Production-like: DEBUG off, gunicorn, static files from WhiteNoise. Everything it runs (migrate,
+# collectstatic, the demo data, gunicorn) runs with the same production environment: collectstatic
+# under DEBUG=0 writes the manifest that DEBUG=0 serving needs, and SECRET_KEY is set for each step.
+# SSL redirect off: gunicorn speaks plain HTTP on loopback.
+SERVE_ENV = DEBUG=0 SECRET_KEY="$${SECRET_KEY:-local-serve-$$(hostname)-not-secret}" SECURE_SSL_REDIRECT=0 \
+  ALLOWED_HOSTS="$${ALLOWED_HOSTS:-$(HOST),localhost}"
+
+serve: db
+	@$(WITH_DB) $(SERVE_ENV) $(BIN)/python manage.py migrate --noinput -v0
+	@$(WITH_DB) $(SERVE_ENV) $(BIN)/python manage.py collectstatic --noinput -v0
+	@$(WITH_DB) $(SERVE_ENV) $(BIN)/python manage.py ledger_demo
+	@echo "Serving on http://$(HOST):$(PORT)/ with DEBUG off (API docs: /api/docs/, admin: /admin/)"
+	@$(WITH_DB) $(SERVE_ENV) $(BIN)/gunicorn ledger_project.wsgi -w $${WEB_CONCURRENCY:-3} -b $(HOST):$(PORT)
 
 test: db
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py collectstatic --noinput -v0
