@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 # Every database-using recipe runs with DATABASE_URL set: the caller's, else the embedded one's.
 WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m ledger_project.devdb url)}"
 # Development values for make run / make test; production reads the real environment.
-DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min} API_THROTTLE_ANON=$${API_THROTTLE_ANON:-100000/min}
+DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min} API_THROTTLE_ANON=$${API_THROTTLE_ANON:-100000/min} \
+  API_THROTTLE_LOGIN=$${API_THROTTLE_LOGIN:-100000/min}
 
 .PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke clean
 

@@ -178,7 +178,13 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("API_THROTTLE_USER", default="600/min"),
         "anon": env.str("API_THROTTLE_ANON", default="60/min"),
+        # The token endpoint, per client address and per username (core_ledger.api.throttling):
+        # below the anonymous rate, so guessing passwords is slow whatever address is used.
+        "login": env.str("API_THROTTLE_LOGIN", default="10/min"),
     },
+    # Client addresses for throttling: with 0 (the default) the socket's address and never a
+    # client-sent X-Forwarded-For; behind N trusted proxies, the address the Nth one saw.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core_ledger.api.errors.exception_handler",
@@ -197,7 +203,24 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+def _cache_config(url: str) -> dict[str, object]:
+    """``CACHE_URL`` as a cache config (django-environ), e.g. ``redis://host:6379/0?key_prefix=sl``.
+
+    django-environ 0.14 lower-cases every query option for Django's ``RedisCache``, including the
+    top-level ones (``key_prefix``, ``timeout``, ``version``); Django wants those upper-case.
+    """
+    config: dict[str, object] = env.cache_url_config(url)
+    for key in ("key_prefix", "timeout", "version", "key_function"):
+        if key in config:
+            config[key.upper()] = config.pop(key)
+    return config
+
+
+# Throttle counters live here, so production needs a cache every worker and host shares (Redis,
+# Django's own RedisCache): CACHE_URL=redis://host:6379/0. The in-process default serves
+# `make run` and `make test`; with DEBUG off it raises the warning core_ledger.W001.
+CACHES = {"default": _cache_config(env.str("CACHE_URL", default="locmemcache://"))}
 
 # --- Shared Ledger ----------------------------------------------------------------------------
 # Fixed amounts per ledger, overriding each ledger declaration's defaults, e.g.

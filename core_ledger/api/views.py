@@ -47,6 +47,7 @@ from core_ledger.api.serializers import (
     entry_serializer_for,
     ledger_description,
 )
+from core_ledger.api.throttling import LoginAddressThrottle, LoginUsernameThrottle
 from core_ledger.ledger import AnyLedger, registry
 from core_ledger.models import AbstractBalance, AbstractLedgerEntry
 
@@ -139,8 +140,9 @@ class AllBalancesView(APIView):
 class TokenView(ObtainAuthToken):
     """Exchange a username and password for the caller's API token (created on first use)."""
 
-    # DRF's view opts out of throttling and of drf-spectacular; a password endpoint needs both.
-    throttle_classes = APIView.throttle_classes
+    # DRF's view opts out of throttling and of drf-spectacular; a password endpoint needs both,
+    # and its own, lower limits per client address and per username.
+    throttle_classes = [*APIView.throttle_classes, LoginAddressThrottle, LoginUsernameThrottle]
     schema = APIView.schema
 
     @extend_schema(

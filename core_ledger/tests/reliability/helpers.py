@@ -138,10 +138,15 @@ def fast_user(*, staff: bool = False, prefix: str = "rel") -> Any:
     return user
 
 
+def api_token(user: Any) -> str:
+    """A fresh API token of ``user``, as ``Authorization: Token <token>`` takes it."""
+    token, _ = Token.objects.get_or_create(user=user)
+    return str(token.key)
+
+
 def token_client(user: Any) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

@@ -1,0 +1,59 @@
+"""Throttles of the token endpoint: per client address and per username.
+
+Both use the ``login`` rate (``DEFAULT_THROTTLE_RATES["login"]``, ``API_THROTTLE_LOGIN`` in this
+project; ``login_username`` may set the per-username rate apart). The address is DRF's
+``get_ident``, which trusts ``X-Forwarded-For`` only as far as ``NUM_PROXIES`` says, so rotating
+that header does not give a client fresh counters. The per-username counter holds however many
+addresses guess one account's password. Counters live in the default cache: production needs one
+that every worker shares (see the check ``core_ledger.W001``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from rest_framework.request import Request
+from rest_framework.throttling import SimpleRateThrottle
+
+DEFAULT_LOGIN_RATE = "10/min"
+
+
+class _LoginThrottle(SimpleRateThrottle):
+    def get_rate(self) -> str | None:
+        rates = self.THROTTLE_RATES
+        return rates.get(self.scope) or rates.get("login") or DEFAULT_LOGIN_RATE
+
+
+class LoginAddressThrottle(_LoginThrottle):
+    """Token requests per client address (every request, whoever it names)."""
+
+    scope = "login"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+def login_username(request: Request) -> str | None:
+    """The username a token request names: ``username``, else the user model's USERNAME_FIELD."""
+    data = request.data
+    if not hasattr(data, "get"):
+        return None
+    value = data.get("username")
+    if value is None:
+        value = data.get(get_user_model().USERNAME_FIELD)
+    return value if isinstance(value, str) and value else None
+
+
+class LoginUsernameThrottle(_LoginThrottle):
+    """Token requests per username named, from any address (case-insensitive)."""
+
+    scope = "login_username"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        username = login_username(request)
+        if username is None:
+            return None  # the serializer refuses the request; the address throttle counted it
+        digest = hashlib.sha256(username.casefold().encode()).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": digest}
