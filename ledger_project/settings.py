@@ -44,7 +44,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -57,6 +56,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise: static files never open a database connection.
+    "core_ledger.middleware.RequestTimeoutsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -111,12 +112,13 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     )
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The URL's own OPTIONS (e.g. ?sslmode=require&options=-c%20search_path%3Dledger) stay as given:
+# timeouts are not connection options, since migrate and long commands need other ones.
 DATABASES["default"].setdefault("OPTIONS", {})
 # A hot row must never hang a request: waits beyond these give a clean 503 (see exceptions.py).
-DATABASES["default"]["OPTIONS"]["options"] = (
-    f"-c lock_timeout={env.int('DB_LOCK_TIMEOUT_MS', default=5000)}"
-    f" -c statement_timeout={env.int('DB_STATEMENT_TIMEOUT_MS', default=30000)}"
-)
+# Requests only (core_ledger.middleware.RequestTimeoutsMiddleware); commands set their own.
+SHARED_LEDGER_REQUEST_LOCK_TIMEOUT_MS: int = env.int("DB_LOCK_TIMEOUT_MS", default=5000)
+SHARED_LEDGER_REQUEST_STATEMENT_TIMEOUT_MS: int = env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_shared_ledger")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -165,9 +167,10 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- REST framework ----------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    # Token first: an anonymous API call gets 401 with WWW-Authenticate, not 403.
+    # Token first: an anonymous API call gets 401 with WWW-Authenticate, not 403. Tokens are
+    # stored as digests, expire (API_TOKEN_TTL) and can be revoked (core_ledger.api.auth).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "core_ledger.api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -228,6 +231,8 @@ CACHES = {"default": _cache_config(env.str("CACHE_URL", default="locmemcache://"
 SHARED_LEDGER_FIXED_AMOUNTS: dict[str, dict[str, int]] = env.json(
     "SHARED_LEDGER_FIXED_AMOUNTS", default={}
 )
+# Lifetime of an API token from POST /api/auth/token/, in seconds (default 10 hours).
+SHARED_LEDGER_TOKEN_TTL: int = env.int("API_TOKEN_TTL", default=10 * 60 * 60)
 
 LOGGING = {
     "version": 1,

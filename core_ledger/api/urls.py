@@ -15,6 +15,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from core_ledger.api.auth import LogoutAllView, LogoutView, TokenView
 from core_ledger.api.views import (
     AllBalancesView,
     BalanceViewSet,
@@ -22,7 +23,6 @@ from core_ledger.api.views import (
     LedgerListView,
     LedgerViewMixin,
     MyBalanceView,
-    TokenView,
 )
 from core_ledger.ledger import AnyLedger, registry
 
@@ -59,6 +59,8 @@ def api_urlpatterns() -> Routes:
         path("ledgers/", LedgerListView.as_view(), name="api-ledgers"),
         path("balances/", AllBalancesView.as_view(), name="api-balances"),
         path("auth/token/", TokenView.as_view(), name="api-token"),
+        path("auth/logout/", LogoutView.as_view(), name="api-logout"),
+        path("auth/logout-all/", LogoutAllView.as_view(), name="api-logout-all"),
         path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
         path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
         *[path(f"{ledger.label}/", include(ledger_urlpatterns(ledger))) for ledger in registry],

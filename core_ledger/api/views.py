@@ -18,8 +18,6 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import mixins, status, viewsets
-from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
@@ -42,12 +40,10 @@ from core_ledger.api.serializers import (
     ErrorSerializer,
     LedgerSerializer,
     ReverseSerializer,
-    TokenSerializer,
     entry_create_serializer_for,
     entry_serializer_for,
     ledger_description,
 )
-from core_ledger.api.throttling import LoginAddressThrottle, LoginUsernameThrottle
 from core_ledger.ledger import AnyLedger, registry
 from core_ledger.models import AbstractBalance, AbstractLedgerEntry
 
@@ -135,25 +131,6 @@ class AllBalancesView(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response(selectors.balances_for_user(user_id=_caller_id(request)))
-
-
-class TokenView(ObtainAuthToken):
-    """Exchange a username and password for the caller's API token (created on first use)."""
-
-    # DRF's view opts out of throttling and of drf-spectacular; a password endpoint needs both,
-    # and its own, lower limits per client address and per username.
-    throttle_classes = [*APIView.throttle_classes, LoginAddressThrottle, LoginUsernameThrottle]
-    schema = APIView.schema
-
-    @extend_schema(
-        tags=["auth"],
-        operation_id="auth_token_create",
-        request=AuthTokenSerializer,
-        responses={200: TokenSerializer, **errors(400, 415, 429, 503)},
-        auth=[],
-    )
-    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().post(request, *args, **kwargs)
 
 
 # --- one ledger ----------------------------------------------------------------------------------

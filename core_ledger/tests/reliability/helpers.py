@@ -12,10 +12,10 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from core_ledger.ledger import AnyLedger, registry
+from core_ledger.testing import api_token
 
 WAIT_SECONDS = 20.0
 
@@ -136,12 +136,6 @@ def fast_user(*, staff: bool = False, prefix: str = "rel") -> Any:
     user.set_unusable_password()
     user.save()
     return user
-
-
-def api_token(user: Any) -> str:
-    """A fresh API token of ``user``, as ``Authorization: Token <token>`` takes it."""
-    token, _ = Token.objects.get_or_create(user=user)
-    return str(token.key)
 
 
 def token_client(user: Any) -> APIClient:
