@@ -55,6 +55,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outermost but security: turns any HTML 404 under /api/ (DEBUG's page) into the JSON shape.
+    "ledger_project.middleware.ApiNotFoundMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # After WhiteNoise: static files never open a database connection.
     "core_ledger.middleware.RequestTimeoutsMiddleware",

@@ -8,6 +8,7 @@ from django.views import defaults
 from core_ledger.api.errors import error_body
 from core_ledger.api.health import healthz
 from core_ledger.api.urls import api_urlpatterns
+from ledger_project.middleware import API_PREFIX
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -18,6 +19,6 @@ urlpatterns = [
 
 def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Unknown API paths answer in the API's error shape; the rest get Django's page."""
-    if request.path.startswith("/api/"):
+    if request.path.startswith(API_PREFIX):
         return JsonResponse(error_body("not_found", "No such endpoint."), status=404)
     return defaults.page_not_found(request, exception)
