@@ -16,11 +16,26 @@ DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min}
 .PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke clean
 
 help:
-	@echo "make run        set up and serve on http://$(HOST):$(PORT) (PORT=... to change)"
-	@echo "make test       set up and run the whole test suite"
-	@echo "make check      ruff, ruff format --check, makemigrations --check, mypy"
-	@echo "make bench      run the benchmarks (bench/README.md)"
-	@echo "make db-stop    stop the embedded PostgreSQL"
+	@echo "Development (DEBUG on, the embedded PostgreSQL unless DATABASE_URL is set):"
+	@echo "  make run          set up, load the demo data, serve on http://$(HOST):$(PORT) (PORT=... to change)"
+	@echo "  make test         set up and run the whole test suite (PYTEST_ARGS=... to pass arguments)"
+	@echo "  make install      create .venv and install requirements-dev.txt"
+	@echo "  make db           start (or describe) the database in use; db-start is the same"
+	@echo "  make db-stop      stop the embedded PostgreSQL"
+	@echo "  make migrate      migrate and collect static files"
+	@echo "  make demo         migrate and load the idempotent demo data"
+	@echo "Production-like:"
+	@echo "  make serve        DEBUG off, gunicorn (WEB_CONCURRENCY workers, default 3), WhiteNoise static"
+	@echo "                    files, the demo data; turns OFF the SSL redirect (SECURE_SSL_REDIRECT=0:"
+	@echo "                    plain HTTP on loopback) and uses a throwaway SECRET_KEY unless you set one"
+	@echo "Checks and benchmarks:"
+	@echo "  make check        lint + typecheck + makemigrations --check"
+	@echo "  make lint         ruff check and ruff format --check"
+	@echo "  make typecheck    mypy"
+	@echo "  make bench        run the benchmarks, about 5 minutes (BENCH_ARGS=..., see bench/README.md)"
+	@echo "  make bench-smoke  a 30-second run of the benchmarks with tiny sizes (what CI runs)"
+	@echo "Cleaning:"
+	@echo "  make clean        stop the embedded PostgreSQL, delete .venv, .pgdata, staticfiles and caches"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,4 +1,4 @@
-"""URLs: the admin, the REST API of every ledger, the schema and the health check."""
+"""URLs: the home page (the admin's "View site"), the admin, the REST API of every ledger, the schema and the health check."""
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -9,8 +9,10 @@ from core_ledger.api.errors import error_body
 from core_ledger.api.health import healthz
 from core_ledger.api.urls import api_urlpatterns
 from ledger_project.middleware import API_PREFIX
+from ledger_project.views import home
 
 urlpatterns = [
+    path("", home, name="home"),
     path("admin/", admin.site.urls),
     path("api/", include(api_urlpatterns())),
     path("healthz", healthz, name="healthz"),

@@ -90,5 +90,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Demo data ready: {len(users)} users, {posted} new entries.")
         )
-        self.stdout.write(f"Staff login for /admin/: admin / {password}")
-        self.stdout.write("Demo users: " + ", ".join(f"{u} / {u}-demo" for u in DEMO_USERS))
+        self.stdout.write(f"Staff login for /admin/: admin / {password} (user id {admin.pk})")
+        self.stdout.write(
+            "Demo users: "
+            + ", ".join(f"{u.username} / {u.username}-demo (id {u.pk})" for u in users)
+        )
