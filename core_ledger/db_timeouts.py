@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from psycopg import pq
 
 from core_ledger.conf import app_settings
 
@@ -40,6 +41,18 @@ def _statement(wanted: Timeouts) -> tuple[str, list[str]] | None:
 def _has(connection: BaseDatabaseWrapper, wanted: Timeouts) -> bool:
     mark = getattr(connection, _MARK, None)
     return mark is not None and mark[0] is connection.connection and mark[1] == wanted
+
+
+# Transaction control must run as is: before "ROLLBACK TO SAVEPOINT" in a failed transaction,
+# any other statement would fail itself.
+_CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT", "BEGIN", "START")
+
+
+def _can_set(connection: BaseDatabaseWrapper, sql: Any) -> bool:
+    if isinstance(sql, str) and sql.lstrip()[:9].upper().startswith(_CONTROL):
+        return False
+    raw = connection.connection
+    return raw is not None and raw.info.transaction_status != pq.TransactionStatus.INERROR
 
 
 def _remember(connection: BaseDatabaseWrapper, wanted: Timeouts) -> None:
@@ -75,7 +88,7 @@ def timeouts_wrapper(
     def wrapper(
         execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: Any
     ) -> Any:
-        if statement is not None and not _has(connection, wanted):
+        if statement is not None and not _has(connection, wanted) and _can_set(connection, sql):
             context["cursor"].cursor.execute(*statement)  # the driver's cursor: not logged
             _remember(connection, wanted)
         return execute(sql, params, many, context)

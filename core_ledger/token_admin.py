@@ -6,6 +6,8 @@ issued by ``POST /api/auth/token/``, never in the admin: there is no add or chan
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
@@ -44,7 +46,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         count = tokens_revoke(token_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
 
-    def get_actions(self, request: HttpRequest) -> dict[str, object]:
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # "Revoke" says what deleting a token means
         return actions

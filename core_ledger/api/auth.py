@@ -133,5 +133,7 @@ class LogoutAllView(APIView):
         description="Revoke every token of the caller, the one in use included.",
     )
     def post(self, request: Request) -> Response:
-        tokens.token_revoke_all(user_id=int(request.user.pk))
+        user_id = request.user.pk
+        assert user_id is not None  # IsAuthenticated
+        tokens.token_revoke_all(user_id=int(user_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -23,7 +23,7 @@ DEFAULT_LOGIN_RATE = "10/min"
 class _LoginThrottle(SimpleRateThrottle):
     def get_rate(self) -> str | None:
         rates = self.THROTTLE_RATES
-        return rates.get(self.scope) or rates.get("login") or DEFAULT_LOGIN_RATE
+        return rates.get(self.scope or "login") or rates.get("login") or DEFAULT_LOGIN_RATE
 
 
 class LoginAddressThrottle(_LoginThrottle):
