@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -40,7 +42,7 @@ def _server(prefix: str, **rates: str) -> GunicornServer:
 
 
 def test_user_limit_holds_across_workers(cache_prefix: str) -> None:
-    limit, extra = 5, 4
+    limit, extra = 5, 7
     user = fast_user()
     token = api_token(user)
     with _server(cache_prefix, API_THROTTLE_USER=f"{limit}/min") as server:
@@ -53,7 +55,8 @@ def test_user_limit_holds_across_workers(cache_prefix: str) -> None:
                 timeout=20,
             ).status_code
 
-        with ThreadPoolExecutor(3) as pool:
+        # Concurrent, so workers race on the counter: a read-modify-write count lets extra through.
+        with ThreadPoolExecutor(6) as pool:
             statuses = list(pool.map(get, range(limit + extra)))
     assert sorted(statuses) == [200] * limit + [429] * extra, statuses
     # The counters are in the shared Redis, not in any one worker.
@@ -90,3 +93,30 @@ def test_rotating_forwarded_for_escapes_neither_login_nor_anonymous_limit(
             for i in range(anon - (login + extra) + extra)
         ]
         assert docs == [200] * (anon - (login + extra)) + [429] * extra
+
+
+@pytest.mark.parametrize("racers", [20])
+def test_racing_requests_never_pass_more_than_the_limit(cache_prefix: str, racers: int) -> None:
+    """Requests released together against the shared Redis: exactly the limit passes (DRF's
+    read-modify-write history lets several racers through on the same empty history)."""
+    from django.core.cache.backends.redis import RedisCache
+
+    from core_ledger.api.throttling import AtomicRateThrottle
+
+    class Racer(AtomicRateThrottle):
+        rate = "5/min"
+        cache = RedisCache(REDIS_URL, {"KEY_PREFIX": cache_prefix})
+
+        def get_cache_key(self, request: Any, view: Any) -> str:
+            return "throttle_racer"
+
+    barrier = threading.Barrier(racers)
+
+    def one(_: int) -> bool:
+        throttle = Racer()
+        barrier.wait(timeout=20)
+        return throttle.allow_request(cast(Any, None), None)
+
+    with ThreadPoolExecutor(racers) as pool:
+        allowed = list(pool.map(one, range(racers)))
+    assert allowed.count(True) == 5
