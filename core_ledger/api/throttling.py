@@ -32,6 +32,10 @@ DEFAULT_LOGIN_RATE = "10/min"
 class AtomicRateThrottle(SimpleRateThrottle):
     """A fixed window per client, counted atomically in the cache (see the module docstring)."""
 
+    # Set by SimpleRateThrottle.__init__ from the rate (the stubs leave them out).
+    num_requests: int
+    duration: int
+
     def allow_request(self, request: Request, view: Any) -> bool:
         if self.rate is None:
             return True
