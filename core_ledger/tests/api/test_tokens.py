@@ -151,3 +151,18 @@ def test_admin_lists_and_revokes_tokens() -> None:
     assert response.status_code == 200
     assert not ApiToken.objects.filter(pk=record.pk).exists()
     assert_refused(client_with(token).get("/api/balances/"))
+
+
+def test_username_field_value_under_either_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose user model logs in by another field (here ``email``): its value is sent as
+    ``username`` or under the field's own name."""
+    from django.contrib.auth import get_user_model
+
+    user = make_user()
+    monkeypatch.setattr(get_user_model(), "USERNAME_FIELD", "email")
+    for key in ("username", "email"):
+        response = APIClient().post("/api/auth/token/", {key: user.email, "password": PASSWORD})
+        assert response.status_code == 200, (key, response.content)
+    wrong = APIClient().post("/api/auth/token/", {"email": user.username, "password": PASSWORD})
+    assert wrong.status_code == 400
+    assert error_code(wrong) == "validation_error"
