@@ -13,14 +13,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core_ledger.api.schema import errors
+from core_ledger.api.schema import RESPONSE_HEADERS, errors
 from core_ledger.api.throttling import LoginAddressThrottle, LoginUsernameThrottle
 from core_ledger.models import ApiToken
 from core_ledger.selectors import username_field
 from core_ledger.services import tokens
 
 
-class TokenRequestSerializer(serializers.Serializer[Any]):
+class AuthTokenSerializer(serializers.Serializer[Any]):
     """``{"username", "password"}``; ``username`` is the value of the user model's
     ``USERNAME_FIELD`` (which may also be sent under its own name, e.g. ``email``)."""
 
@@ -57,7 +57,7 @@ class TokenRequestSerializer(serializers.Serializer[Any]):
         return attrs
 
 
-class TokenResponseSerializer(serializers.Serializer[Any]):
+class TokenSerializer(serializers.Serializer[Any]):
     token = serializers.CharField(
         help_text="Send as `Authorization: Token <token>`. Shown once; only a digest is stored."
     )
@@ -76,10 +76,13 @@ class TokenView(APIView):
     @extend_schema(
         tags=["auth"],
         operation_id="auth_token_create",
-        request=TokenRequestSerializer,
+        # JSON, like every other body here. (The view also parses form bodies; documenting
+        # three media types makes generated clients send all three at once.)
+        request={"application/json": AuthTokenSerializer},
+        parameters=RESPONSE_HEADERS,
         responses={
-            200: OpenApiResponse(TokenResponseSerializer, description="A new token."),
-            **errors(400, 415, 429, 503),
+            200: OpenApiResponse(TokenSerializer, description="A new token."),
+            **errors(400, 413, 415, 429, 503),
         },
         auth=[],
         description=(
@@ -89,10 +92,10 @@ class TokenView(APIView):
         ),
     )
     def post(self, request: Request) -> Response:
-        serializer = TokenRequestSerializer(data=request.data, context={"request": request})
+        serializer = AuthTokenSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         issued = tokens.token_create(user_id=serializer.validated_data["user"].pk)
-        body = TokenResponseSerializer({"token": issued.token, "expiry": issued.expiry}).data
+        body = TokenSerializer({"token": issued.token, "expiry": issued.expiry}).data
         return Response(body, status=status.HTTP_200_OK)
 
 
@@ -105,6 +108,7 @@ class LogoutView(APIView):
         tags=["auth"],
         operation_id="auth_logout",
         request=None,
+        parameters=RESPONSE_HEADERS,
         responses={
             204: OpenApiResponse(description="The token is revoked."),
             **errors(401, 403, 429, 503),
@@ -127,6 +131,7 @@ class LogoutAllView(APIView):
         tags=["auth"],
         operation_id="auth_logout_all",
         request=None,
+        parameters=RESPONSE_HEADERS,
         responses={
             204: OpenApiResponse(description="Every token of the caller is revoked."),
             **errors(401, 403, 429, 503),
