@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, router
@@ -34,7 +35,7 @@ from core_ledger.exceptions import UnknownLedger, ValidationFailed
 from core_ledger.operations import LedgerOperation, SharedOperation
 
 if TYPE_CHECKING:
-    from core_ledger.models import AbstractBalance, AbstractLedgerEntry
+    from core_ledger.models import AbstractBalance, AbstractLedgerEntry, AbstractLot
 
 EntryT = TypeVar("EntryT", bound="AbstractLedgerEntry")
 BalanceT = TypeVar("BalanceT", bound="AbstractBalance")
@@ -93,6 +94,9 @@ SHARED_RULES: Mapping[str, OperationRule] = {
     SharedOperation.CREDIT_SPEND.value: OperationRule(Direction.DEBIT, PostedBy.USER),
     SharedOperation.CREDIT_ADD.value: OperationRule(Direction.CREDIT, PostedBy.STAFF),
     SharedOperation.REVERSAL.value: OperationRule(None, PostedBy.SYSTEM),
+    # Written by the ledger itself when a lot's expires_at passes (ledger_expire, or before the
+    # user's next write): a debit of what was left in the lot.
+    SharedOperation.EXPIRY.value: OperationRule(Direction.DEBIT, PostedBy.SYSTEM),
 }
 
 DEFAULT_FIXED_AMOUNTS: Mapping[str, int] = {
@@ -110,8 +114,10 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
     entry_model: type[EntryT]
     balance_model: type[BalanceT]
     operations: type[OpT]
+    lot_model: type[AbstractLot]
     rules: Mapping[OpT, OperationRule] = field(default_factory=dict)
     fixed_amounts: Mapping[OpT, int] = field(default_factory=dict)
+    expires_after: Mapping[OpT, timedelta] = field(default_factory=dict)
     _all_rules: dict[str, OperationRule] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -163,6 +169,22 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
         if key in declared:
             return int(declared[key])
         return DEFAULT_FIXED_AMOUNTS.get(key)
+
+    def lifetime(self, operation: str) -> timedelta | None:
+        """How long a credit of ``operation`` lasts when the post gives no ``expires_at``.
+
+        ``SHARED_LEDGER_EXPIRES_AFTER[label][operation]`` (seconds, or None: never) first, then
+        the declaration's ``expires_after``; None means the credits never expire.
+        """
+        key = str(operation)
+        if self._all_rules[key].direction is not Direction.CREDIT:
+            return None
+        configured = app_settings.EXPIRES_AFTER.get(self.label, {})
+        if key in configured:
+            seconds = configured[key]
+            return None if seconds is None else timedelta(seconds=int(seconds))
+        declared = {str(op): lifetime for op, lifetime in self.expires_after.items()}
+        return declared.get(key)
 
     # --- where it lives -------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ def test_a_lacking_or_reordered_shared_member_is_e010() -> None:
         SIGNUP_CREDIT = "SIGNUP_CREDIT", _("Signup credit")
         CREDIT_ADD = "CREDIT_ADD", _("Credit add")
         REVERSAL = "REVERSAL", _("Reversal")
+        EXPIRY = "EXPIRY", _("Expiry")
         GAME_WIN = "GAME_WIN", _("Game win")
         GAME_ENTRY_FEE = "GAME_ENTRY_FEE", _("Game entry fee")
 
@@ -73,6 +74,7 @@ def test_a_changed_shared_label_is_e010() -> None:
         CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
         CREDIT_ADD = "CREDIT_ADD", _("Credit add")
         REVERSAL = "REVERSAL", _("Reversal")
+        EXPIRY = "EXPIRY", _("Expiry")
         GAME_WIN = "GAME_WIN", _("Game win")
         GAME_ENTRY_FEE = "GAME_ENTRY_FEE", _("Game entry fee")
 
