@@ -15,13 +15,12 @@ form and ``reverse_entry`` the reverse action (``manage.py ledger_operators`` gr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -54,6 +53,14 @@ def entries_url(ledger: AnyLedger, user_id: int) -> str | None:
     return f"{url}?user__id__exact={user_id}" if url else None
 
 
+def user_search_fields() -> tuple[str, ...]:
+    """``user__<USERNAME_FIELD>`` and ``user__<EMAIL_FIELD>`` (if the user model has that field)."""
+    User = get_user_model()
+    names = [User.USERNAME_FIELD, User.get_email_field_name()]
+    concrete = {f.name for f in User._meta.get_fields() if getattr(f, "concrete", False)}
+    return tuple(f"user__{name}" for name in dict.fromkeys(names) if name in concrete)
+
+
 class LedgerModelAdmin(admin.ModelAdmin):
     """Read-only for everyone; visible with the model's view permission (Django's own rule).
 
@@ -71,6 +78,11 @@ class LedgerModelAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_search_fields(self, request: HttpRequest) -> Any:
+        # The user's login and email, whatever the user model calls them (no ``username``
+        # assumed), then the admin's own fields.
+        return (*user_search_fields(), *super().get_search_fields(request))
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -163,7 +175,7 @@ class EntryAdmin(LedgerModelAdmin):
     list_display_links = ("id",)
     list_filter = ("operation",)
     date_hierarchy = "created_at"
-    search_fields = ("user__username", "user__email", "=idempotency_key", "description")
+    search_fields = ("=idempotency_key", "description")  # and the user's: see get_search_fields
     list_select_related = ("user",)
     list_per_page = 100
     show_full_result_count = False  # one COUNT per page is enough on a big ledger
@@ -349,7 +361,6 @@ class BalanceAdmin(LedgerModelAdmin):
     list_select_related = ("user",)
     ordering = ("-balance", "user_id")
     sortable_by = ("user", "balance", "updated_at")
-    search_fields = ("user__username", "user__email")
     list_per_page = 100
     show_full_result_count = False
     change_list_template = "admin/core_ledger/balance_change_list.html"
@@ -371,31 +382,82 @@ class BalanceAdmin(LedgerModelAdmin):
 # --- users: a ledger panel on the change page ---------------------------------------------------
 
 
-User = get_user_model()
+# The mixin's super() calls go to a ModelAdmin; type-checkers see that base, the runtime MRO the
+# host's own admin class.
+if TYPE_CHECKING:
+    _UserAdminBase = admin.ModelAdmin
+else:
+    _UserAdminBase = object
 
 
-class LedgerUserAdmin(UserAdmin):
-    """Django's user admin plus the user's balance in every registered ledger, with links."""
+class LedgerUserAdminMixin(_UserAdminBase):
+    """The user's balance in every registered ledger, with links, on the user change page.
 
-    readonly_fields = (*UserAdmin.readonly_fields, "ledger_balances")
+    Put it first on your own user admin; the core registers and unregisters nobody's admin::
+
+        @admin.register(User)
+        class UserAdmin(LedgerUserAdminMixin, django.contrib.auth.admin.UserAdmin): ...
+
+    It works with any user model and any ``ModelAdmin`` (with or without ``fieldsets``): the
+    "Ledgers" panel comes right after the first fieldset, on the change page only.
+    """
+
+    ledger_fieldset_title = "Ledgers"
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            # The panel shows only the ledgers this viewer may see (display callables get no
+            # request; the object is this request's own).
+            obj._ledger_viewer = request.user
+        return obj
+
+    @staticmethod
+    def _visible_ledgers(viewer: Any) -> list[AnyLedger]:
+        return [
+            ledger
+            for ledger in registry
+            if viewer is not None
+            and (
+                viewer.has_perm(ledger.view_all_permission)
+                or viewer.has_perm(
+                    f"{ledger.app_label}.view_{ledger.balance_model._meta.model_name}"
+                )
+            )
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is None or "ledger_balances" in fields:
+            return fields
+        return (*fields, "ledger_balances")
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
             return fieldsets
+        # A ModelAdmin without fieldsets lists every readonly field in its one fieldset: the
+        # panel goes in its own fieldset instead, not twice.
+        others = [
+            (name, {**opts, "fields": [f for f in opts["fields"] if f != "ledger_balances"]})
+            for name, opts in fieldsets
+        ]
         # First, right under the login: what an operator opens a user's page for.
-        first, *rest = fieldsets
-        return [first, ("Ledgers", {"fields": ("ledger_balances",)}), *rest]
+        first, *rest = others
+        return [first, (self.ledger_fieldset_title, {"fields": ("ledger_balances",)}), *rest]
 
     @admin.display(description="balances")
     def ledger_balances(self, obj: Any) -> SafeString:
         balances = balances_for_user(user_id=obj.pk)
+        viewer = getattr(obj, "_ledger_viewer", None)
         rows = []
-        for ledger in registry:
+        for ledger in self._visible_ledgers(viewer):
             balance_url = admin_url(ledger.balance_model, "change", obj.pk)
             if balance_url and not ledger.balance_model._default_manager.filter(pk=obj.pk).exists():
                 balance_url = None
-            post_url = admin_url(ledger.entry_model, "post")
+            post_url = (
+                admin_url(ledger.entry_model, "post") if is_privileged(ledger, viewer) else None
+            )
             rows.append(
                 (
                     ledger.name,
@@ -408,7 +470,7 @@ class LedgerUserAdmin(UserAdmin):
                 )
             )
         if not rows:
-            return format_html("{}", "No ledger is installed.")
+            return format_html("{}", "No ledger you may see.")
         body = format_html_join(
             "",
             "<tr><td>{}</td><td class='ledger-balance'>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -419,8 +481,3 @@ class LedgerUserAdmin(UserAdmin):
             "<th colspan='3'></th></tr></thead><tbody>{}</tbody></table>",
             body,
         )
-
-
-if admin.site.is_registered(User):
-    admin.site.unregister(User)
-admin.site.register(User, LedgerUserAdmin)

@@ -361,14 +361,33 @@ def ledger_totals(*, ledger: AnyLedger) -> LedgerTotals:
     return LedgerTotals(outstanding=int(row["outstanding"]), users_with_balance=int(row["users"]))
 
 
-def user_find(*, text: str | int) -> Any:
-    """The user whose username is ``text``, else whose id it is (when numeric); None if neither.
+def user_get(*, username: str | None = None, user_id: int | None = None) -> Any:
+    """The user whose username is ``username``, or whose primary key is ``user_id``; None if none.
 
-    Operators name users either way in the admin and on the command line.
+    "Username" is whatever the host's user model names ``USERNAME_FIELD`` (``username``,
+    ``email``, ...), looked up through the model manager's ``get_by_natural_key``, as Django's
+    login does. Exactly one of the two is given: the caller says which one it has, so ``"42"`` is
+    never both a name and an id.
     """
     User = get_user_model()
+    manager = User._default_manager
+    try:
+        if username is not None and user_id is None:
+            return manager.get_by_natural_key(username.strip())
+        if user_id is not None and username is None:
+            return manager.get(pk=user_id)
+    except (User.DoesNotExist, ValueError, TypeError):
+        return None
+    raise TypeError("user_get() takes exactly one of username= or user_id=")
+
+
+def user_find(*, text: str | int) -> Any:
+    """The user whose username (``USERNAME_FIELD``) is ``text``, else whose id it is (when
+    numeric); None if neither. For the admin's free-text user box; commands say which one they
+    were given and use :func:`user_get`.
+    """
     value = str(text).strip()
-    user = User.objects.filter(**{User.USERNAME_FIELD: value}).first()
+    user = user_get(username=value) if value else None
     if user is None and value.isdigit():
-        user = User.objects.filter(pk=int(value)).first()
+        user = user_get(user_id=int(value))
     return user

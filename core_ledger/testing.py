@@ -22,13 +22,23 @@ _counter = itertools.count(1)
 def make_user(*, staff: bool = False, operator: bool = False, **fields: Any) -> Any:
     """A new user (who receives every ledger's signup credit, as real users do).
 
-    ``staff`` only opens the admin; ``operator`` makes them an operator of every ledger
-    (post any entry, reverse, view all accounts), as ``manage.py ledger_operators`` does.
+    Works with any user model whose manager has Django's ``create_user``: the unique
+    ``USERNAME_FIELD`` (``username``, ``email``, ...) and the ``EMAIL_FIELD`` get fresh values
+    unless given. ``staff`` only opens the admin; ``operator`` makes them an operator of every
+    ledger (post any entry, reverse, view all accounts), as ``manage.py ledger_operators`` does.
     """
+    User = get_user_model()
     n = next(_counter)
-    fields.setdefault("username", f"user{n}-{id(fields) % 10_000}")
-    fields.setdefault("email", f"{fields['username']}@example.com")
-    user = get_user_model().objects.create_user(password="pw-for-tests", is_staff=staff, **fields)
+    name = f"user{n}-{id(fields) % 10_000}"
+    email_field = User.get_email_field_name()
+    has_email = any(f.name == email_field for f in User._meta.get_fields())
+    if email_field == User.USERNAME_FIELD:
+        fields.setdefault(email_field, f"{name}@example.com")
+    else:
+        fields.setdefault(User.USERNAME_FIELD, name)
+        if has_email:
+            fields.setdefault(email_field, f"{fields[User.USERNAME_FIELD]}@example.com")
+    user = User._default_manager.create_user(password="pw-for-tests", is_staff=staff, **fields)
     if operator:
         from core_ledger.ledger import registry
         from core_ledger.services.operators import operator_grant

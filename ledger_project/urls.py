@@ -1,23 +1,13 @@
 """URLs: the admin, the REST API of every ledger, the schema and the health check."""
 
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
-from django.views import defaults
 
-from core_ledger.api.errors import error_body
-from core_ledger.api.health import healthz
-from core_ledger.api.urls import api_urlpatterns
+from ledger_project import admin as project_admin  # noqa: F401  (registers the user admin first)
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/", include(api_urlpatterns())),
-    path("healthz", healthz, name="healthz"),
+    path("", include("core_ledger.urls")),  # api/ and healthz, as any host project mounts them
 ]
 
-
-def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """Unknown API paths answer in the API's error shape; the rest get Django's page."""
-    if request.path.startswith("/api/"):
-        return JsonResponse(error_body("not_found", "No such endpoint."), status=404)
-    return defaults.page_not_found(request, exception)
+handler404 = "core_ledger.urls.handler404"

@@ -16,10 +16,11 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
+from django.db.models import QuerySet
 
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import AnyLedger, registry
-from core_ledger.selectors import user_find
+from core_ledger.selectors import user_get
 
 
 def _known() -> str:
@@ -31,7 +32,8 @@ class LedgerCommand(BaseCommand):
 
     Subclasses set ``ledger_required = False`` when ``--ledger`` is optional (then it means "every
     ledger"), add their own arguments in :meth:`add_ledger_arguments`, and use :meth:`get_ledger`,
-    :meth:`get_ledgers` and :meth:`get_user` in ``handle``.
+    :meth:`get_ledgers` and :meth:`get_user` in ``handle``; commands that take a user add
+    ``--user`` / ``--user-id`` with :meth:`add_user_arguments`.
     """
 
     ledger_required = True
@@ -94,41 +96,69 @@ class LedgerCommand(BaseCommand):
         """The one ledger named, or every registered ledger when ``label`` is empty."""
         return [self.get_ledger(label)] if label else list(registry)
 
-    def get_user(self, value: str | int) -> Any:
-        """A user by username, else by id when ``value`` is a number; CommandError if none."""
-        user = user_find(text=value)
-        if user is None:
-            raise CommandError(
-                f"No user {str(value).strip()!r} (looked up by username, then by id)."
-            )
-        return user
+    def add_user_arguments(self, parser: CommandParser, *, required: bool, what: str) -> None:
+        """``--user <username>`` or ``--user-id <id>``, one of them: each says how it is read.
+
+        ``what`` ends the help text, e.g. "the user to credit".
+        """
+        field = username_field()
+        group = parser.add_mutually_exclusive_group(required=required)
+        group.add_argument(
+            "--user",
+            metavar="USERNAME",
+            help=f"The user's username (the user model's USERNAME_FIELD, {field!r}): {what}.",
+        )
+        group.add_argument(
+            "--user-id", type=int, metavar="ID", help=f"The user's id (primary key): {what}."
+        )
+
+    def get_user(self, options: dict[str, Any]) -> Any:
+        """The user named by ``--user`` or ``--user-id``; None if neither was given.
+
+        A CommandError when no such user exists.
+        """
+        if options.get("user") is not None:
+            user = user_get(username=options["user"])
+            if user is None:
+                raise CommandError(f"No user with {username_field()} {options['user'].strip()!r}.")
+            return user
+        if options.get("user_id") is not None:
+            user = user_get(user_id=options["user_id"])
+            if user is None:
+                raise CommandError(f"No user with id {options['user_id']}.")
+            return user
+        return None
 
 
-def resolve_user_ids(values: Iterable[str], *, chunk_size: int = 2000) -> Iterator[int | str]:
-    """Map usernames or ids to user ids, ``chunk_size`` at a time (two queries per chunk).
+def username_field() -> str:
+    """The name of the field users log in with (``USERNAME_FIELD``: ``username``, ``email``...)."""
+    return str(get_user_model().USERNAME_FIELD)
+
+
+def resolve_user_ids(
+    values: Iterable[str], *, by_id: bool = False, chunk_size: int = 2000
+) -> Iterator[int | str]:
+    """Map usernames (``USERNAME_FIELD`` values), or ids with ``by_id``, to user ids,
+    ``chunk_size`` at a time (one query per chunk).
 
     Yields the id of each known user, and the original text of each unknown one (a ``str``),
     so the caller can report it. Blank lines and ``#`` comments are skipped.
     """
     User = get_user_model()
-    username_field = User.USERNAME_FIELD
+    field = "pk" if by_id else username_field()
     chunk: list[str] = []
 
     def flush(items: list[str]) -> Iterator[int | str]:
-        by_name = dict(
-            User.objects.filter(**{f"{username_field}__in": items}).values_list(
-                username_field, "pk"
-            )
+        if by_id:
+            wanted: list[Any] = [int(v) for v in items if v.isdigit()]
+        else:
+            wanted = items
+        found = dict(
+            User._default_manager.filter(**{f"{field}__in": wanted}).values_list(field, "pk")
         )
-        numeric = {int(v) for v in items if v not in by_name and v.isdigit()}
-        by_id = set(User.objects.filter(pk__in=numeric).values_list("pk", flat=True))
         for v in items:
-            if v in by_name:
-                yield by_name[v]
-            elif v.isdigit() and int(v) in by_id:
-                yield int(v)
-            else:
-                yield v
+            key: Any = int(v) if by_id and v.isdigit() else v
+            yield found.get(key, v)
 
     for raw in values:
         text = raw.strip()
@@ -142,12 +172,21 @@ def resolve_user_ids(values: Iterable[str], *, chunk_size: int = 2000) -> Iterat
         yield from flush(chunk)
 
 
+def active_users() -> QuerySet[Any]:
+    """Users with ``is_active`` set; every user when the user model has no such field."""
+    User = get_user_model()
+    users = User._default_manager.all()
+    if any(f.name == "is_active" for f in User._meta.concrete_fields):
+        users = users.filter(is_active=True)
+    return users
+
+
 def active_user_ids(*, chunk_size: int = 2000) -> Iterator[int]:
     """Every active user's id in id order, fetched ``chunk_size`` at a time (keyset pagination).
 
     Constant memory, and no cursor held open across the caller's own transactions.
     """
-    qs = get_user_model().objects.filter(is_active=True).order_by("pk")
+    qs = active_users().order_by("pk")
     last = 0
     while True:
         ids = list(qs.filter(pk__gt=last).values_list("pk", flat=True)[:chunk_size])

@@ -8,32 +8,36 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from core_ledger.management.base import LedgerCommand
+from core_ledger.management.base import LedgerCommand, username_field
 from core_ledger.selectors import balance_get, balance_list
 
 FORMATS = ("table", "json", "csv")
 
 
 class Command(LedgerCommand):
-    help = """Show one user's balance (--user), or the ledger's balances, largest first.
+    help = """Show one user's balance (--user or --user-id), or the ledger's balances, largest first.
+
+--user is the user's username (the value of the user model's USERNAME_FIELD, e.g. an email where
+users log in by email); --user-id is the primary key. The "username" column holds the
+USERNAME_FIELD value (Django's get_username()).
 
 Examples:
   python manage.py ledger_balance --ledger alpha --user alice
   python manage.py ledger_balance --ledger alpha --top 10
   python manage.py ledger_balance --ledger beta --format csv > beta-balances.csv
-  python manage.py ledger_balance --ledger beta --user 42 --format json
+  python manage.py ledger_balance --ledger beta --user-id 42 --format json
 """
 
     def add_ledger_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--user", help="Username or user id: show only this user's balance.")
+        self.add_user_arguments(parser, required=False, what="show only this user's balance")
         parser.add_argument("--top", type=int, help="Only the N largest balances.")
         parser.add_argument("--format", choices=FORMATS, default="table", help="Default: table.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         ledger = self.get_ledger(options["ledger"])
         fmt = options["format"]
-        if options["user"] is not None:
-            user = self.get_user(options["user"])
+        user = self.get_user(options)
+        if user is not None:
             row = {
                 "ledger": ledger.label,
                 "user_id": user.pk,
@@ -48,7 +52,7 @@ Examples:
         qs = (
             balance_list(ledger=ledger)
             .order_by("-balance", "user_id")
-            .values("user_id", "user__username", "balance", "updated_at")
+            .values("user_id", f"user__{username_field()}", "balance", "updated_at")
         )
         if top is not None:
             qs = qs[:top]
@@ -56,7 +60,7 @@ Examples:
             {
                 "ledger": ledger.label,
                 "user_id": r["user_id"],
-                "username": r["user__username"],
+                "username": r[f"user__{username_field()}"],
                 "balance": r["balance"],
                 "updated_at": r["updated_at"].isoformat(),
             }

@@ -18,6 +18,24 @@ from core_ledger.services import entry_post
 DEMO_USERS = ("alice", "bob", "carol")
 
 
+def demo_user_get_or_create(name: str) -> tuple[Any, bool]:
+    """The demo user ``name``, whatever the user model logs in with.
+
+    ``USERNAME_FIELD`` gets ``name``, or ``name@example.com`` when the model logs in by email;
+    the email field (if the model has one) gets ``name@example.com``.
+    """
+    User = get_user_model()
+    email_field = User.get_email_field_name()
+    email = f"{name}@example.com"
+    login = email if email_field == User.USERNAME_FIELD else name
+    defaults = {}
+    if email_field != User.USERNAME_FIELD and any(
+        f.name == email_field for f in User._meta.get_fields()
+    ):
+        defaults[email_field] = email
+    return User._default_manager.get_or_create(**{User.USERNAME_FIELD: login}, defaults=defaults)
+
+
 class Command(BaseCommand):
     help = (
         "Create demo users with activity in every ledger, and a staff login 'admin'. Safe to rerun: "
@@ -27,20 +45,15 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        User = get_user_model()
         password = os.environ.get("DEMO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
         with transaction.atomic():
-            admin, _ = User.objects.get_or_create(
-                username="admin", defaults={"email": "admin@example.com"}
-            )
+            admin, _ = demo_user_get_or_create("admin")
             admin.is_staff = admin.is_superuser = True
             admin.set_password(password)
             admin.save()
             users = []
             for name in DEMO_USERS:
-                user, created = User.objects.get_or_create(
-                    username=name, defaults={"email": f"{name}@example.com"}
-                )
+                user, created = demo_user_get_or_create(name)
                 if created:
                     user.set_password(f"{name}-demo")
                     user.save(update_fields=["password"])
@@ -80,15 +93,21 @@ class Command(BaseCommand):
                             operation=operation,
                             amount=amount,
                             actor=actor,
-                            idempotency_key=f"demo-{ledger.label}-{user.username}-{n}",
+                            idempotency_key=f"demo-{ledger.label}-{user.get_username()}-{n}",
                             description=f"Demo {operation.lower().replace('_', ' ')}",
                         )
                     except LedgerError as exc:
-                        self.stderr.write(f"demo {ledger.label}/{user.username}: {exc}")
+                        self.stderr.write(f"demo {ledger.label}/{user.get_username()}: {exc}")
                         continue
                     posted += 0 if result.replayed else 1
         self.stdout.write(
             self.style.SUCCESS(f"Demo data ready: {len(users)} users, {posted} new entries.")
         )
-        self.stdout.write(f"Staff login for /admin/: admin / {password}")
-        self.stdout.write("Demo users: " + ", ".join(f"{u} / {u}-demo" for u in DEMO_USERS))
+        self.stdout.write(f"Staff login for /admin/: {admin.get_username()} / {password}")
+        self.stdout.write(
+            "Demo users: "
+            + ", ".join(
+                f"{u.get_username()} / {name}-demo"
+                for u, name in zip(users, DEMO_USERS, strict=True)
+            )
+        )

@@ -12,7 +12,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from core_ledger.management.base import LedgerCommand
+from core_ledger.management.base import LedgerCommand, username_field
 from core_ledger.selectors import entry_list
 
 COLUMNS = (
@@ -50,15 +50,20 @@ class Command(LedgerCommand):
 lines. Rows are read with a server-side cursor a chunk at a time, so memory stays constant
 whatever the size of the ledger.
 
+--user is the user's username (the value of the user model's USERNAME_FIELD, e.g. an email where
+users log in by email); --user-id is the primary key. The "username" column holds the
+USERNAME_FIELD value (Django's get_username()).
+
 Examples:
   python manage.py ledger_export --ledger alpha > alpha.csv
   python manage.py ledger_export --ledger beta --user alice --format jsonl
   python manage.py ledger_export --ledger alpha --since 2026-11-01
+  python manage.py ledger_export --ledger alpha --user-id 42
   python manage.py ledger_export --ledger alpha --since 2026-11-27T08:00:00Z --format jsonl
 """
 
     def add_ledger_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--user", help="Username or user id: only this user's entries.")
+        self.add_user_arguments(parser, required=False, what="only this user's entries")
         parser.add_argument(
             "--since", help="Only entries at or after this ISO date or datetime (UTC if naive)."
         )
@@ -66,7 +71,8 @@ Examples:
 
     def handle(self, *args: Any, **options: Any) -> None:
         ledger = self.get_ledger(options["ledger"])
-        user_id = self.get_user(options["user"]).pk if options["user"] else None
+        user = self.get_user(options)
+        user_id = user.pk if user is not None else None
         qs = entry_list(ledger=ledger, user_id=user_id).order_by("id")
         if options["since"]:
             try:
@@ -80,7 +86,7 @@ Examples:
             "id",
             "created_at",
             "user_id",
-            "user__username",
+            f"user__{username_field()}",
             "operation",
             "amount",
             "balance_after",

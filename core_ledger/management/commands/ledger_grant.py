@@ -7,11 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
 from tqdm import tqdm
 
-from core_ledger.management.base import LedgerCommand, active_user_ids, resolve_user_ids
+from core_ledger.management.base import (
+    LedgerCommand,
+    active_user_ids,
+    active_users,
+    resolve_user_ids,
+)
 from core_ledger.services import grant_bulk
 
 MAX_LISTED_ERRORS = 20
@@ -26,12 +30,16 @@ user per UTC day and SIGNUP_CREDIT once per user; any other operation needs --id
 (the same key on a rerun skips everyone who got it). A progress bar shows on a terminal; a
 summary (granted / already had / failed) ends the run. Exit status 1 if any grant failed.
 
-The users file holds one username or user id per line (blank lines and # comments skipped).
+The users file holds one user per line (blank lines and # comments skipped): the user's username,
+i.e. the value of the user model's USERNAME_FIELD (an email where users log in by email); with
+--ids, the user's id (primary key) instead. Users not found are reported and count as failed.
 
 Examples:
   python manage.py ledger_grant --ledger alpha --operation DAILY_REWARD --all-users
   python manage.py ledger_grant --ledger beta --operation CREDIT_ADD --amount 25 \\
       --users-file winners.txt --idempotency-key promo-2026-11
+  python manage.py ledger_grant --ledger beta --operation CREDIT_ADD --amount 25 \\
+      --users-file winner-ids.txt --ids --idempotency-key promo-2026-12
   python manage.py ledger_grant --ledger alpha --operation GAME_WIN --amount 5 --all-users \\
       --idempotency-key tournament-42 --batch-size 5000
 """
@@ -41,7 +49,15 @@ Examples:
         parser.add_argument("--amount", type=int, help="Credits per user (omit for fixed).")
         who = parser.add_mutually_exclusive_group(required=True)
         who.add_argument("--all-users", action="store_true", help="Every active user.")
-        who.add_argument("--users-file", help="File with one username or user id per line.")
+        who.add_argument(
+            "--users-file",
+            help="File with one username (USERNAME_FIELD value) per line, or one id with --ids.",
+        )
+        parser.add_argument(
+            "--ids",
+            action="store_true",
+            help="The lines of --users-file are user ids (primary keys), not usernames.",
+        )
         parser.add_argument(
             "--batch-size", type=int, default=2000, help="Users per transaction (default 2000)."
         )
@@ -57,8 +73,10 @@ Examples:
         if not 1 <= batch_size <= 50_000:
             raise CommandError("--batch-size must be between 1 and 50000.")
         unknown: list[str] = []
+        if options["ids"] and not options["users_file"]:
+            raise CommandError("--ids only applies to --users-file.")
         if options["all_users"]:
-            total: int | None = get_user_model().objects.filter(is_active=True).count()
+            total: int | None = active_users().count()
             # Ids are small: fetch them in larger chunks than the grant's batches (fewer trips).
             user_ids: Iterator[int] = active_user_ids(chunk_size=max(batch_size, 10_000))
         else:
@@ -66,7 +84,7 @@ Examples:
             if not path.is_file():
                 raise CommandError(f"No such users file: {path}")
             total = None
-            user_ids = self._ids_from_file(path, batch_size, unknown)
+            user_ids = self._ids_from_file(path, batch_size, unknown, by_id=options["ids"])
 
         # The bar goes to stderr so that stdout stays a clean summary; none when not a terminal.
         bar_stream = getattr(self.stderr, "_out", sys.stderr)
@@ -108,10 +126,12 @@ Examples:
         self.stdout.write(self.style.SUCCESS("Done."))
 
     @staticmethod
-    def _ids_from_file(path: Path, batch_size: int, unknown: list[str]) -> Iterator[int]:
+    def _ids_from_file(
+        path: Path, batch_size: int, unknown: list[str], *, by_id: bool
+    ) -> Iterator[int]:
         """Stream the file's users as ids; unknown names are collected into ``unknown``."""
         with path.open(encoding="utf-8") as lines:
-            for item in resolve_user_ids(lines, chunk_size=batch_size):
+            for item in resolve_user_ids(lines, by_id=by_id, chunk_size=batch_size):
                 if isinstance(item, str):
                     unknown.append(item)
                 else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from core_ledger.management.base import LedgerCommand
 from core_ledger.services.operators import (
@@ -25,24 +25,27 @@ admin; --staff sets it for people who will use the admin. Service accounts that 
 need no --staff. Rights come from the group "<label> ledger operators".
 
 Examples:
-  python manage.py ledger_operators --ledger alpha --grant alice --staff
-  python manage.py ledger_operators --ledger beta --grant shop-service
-  python manage.py ledger_operators --ledger alpha --revoke alice
+  python manage.py ledger_operators --ledger alpha --grant --user alice --staff
+  python manage.py ledger_operators --ledger beta --grant --user-id 7
+  python manage.py ledger_operators --ledger alpha --revoke --user alice
   python manage.py ledger_operators --ledger alpha
 """
 
     def add_ledger_arguments(self, parser: CommandParser) -> None:
         action = parser.add_mutually_exclusive_group()
-        action.add_argument("--grant", metavar="USER", help="Username or user id to make operator.")
-        action.add_argument("--revoke", metavar="USER", help="Username or user id to remove.")
+        action.add_argument("--grant", action="store_true", help="Make the user an operator.")
+        action.add_argument("--revoke", action="store_true", help="Take the user's rights away.")
+        self.add_user_arguments(parser, required=False, what="the operator to grant or revoke")
         parser.add_argument(
             "--staff", action="store_true", help="With --grant: also let them log into the admin."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         ledger = self.get_ledger(options["ledger"])
+        user = self.get_user(options)
+        if (options["grant"] or options["revoke"]) and user is None:
+            raise CommandError("--grant and --revoke need --user or --user-id.")
         if options["grant"]:
-            user = self.get_user(options["grant"])
             group = operator_grant(ledger=ledger, user=user, staff=options["staff"])
             admin = " and may log into the admin" if user.is_staff else " (API only: not staff)"
             self.stdout.write(
@@ -52,7 +55,6 @@ Examples:
                 )
             )
         elif options["revoke"]:
-            user = self.get_user(options["revoke"])
             operator_revoke(ledger=ledger, user=user)
             self.stdout.write(
                 f"{user.get_username()} (id {user.pk}) is no longer an operator of {ledger.label}."

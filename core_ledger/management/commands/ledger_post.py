@@ -17,15 +17,19 @@ The amount is positive; the operation gives the sign. Fixed-amount operations (S
 DAILY_REWARD) take no --amount. With --idempotency-key a rerun replays the first entry and posts
 nothing new. Domain errors print one line and exit with status 1.
 
+The user is --user USERNAME (the value of the user model's USERNAME_FIELD: a username, or an
+email where the model logs in by email) or --user-id ID (the primary key), never a guess between
+the two.
+
 Examples:
   python manage.py ledger_post --ledger alpha --user alice --operation CREDIT_ADD --amount 50
-  python manage.py ledger_post --ledger beta --user 42 --operation PURCHASE --amount 5 \\
+  python manage.py ledger_post --ledger beta --user-id 42 --operation PURCHASE --amount 5 \\
       --idempotency-key order-1234 --description "Order 1234"
   python manage.py ledger_post --ledger alpha --user alice --operation DAILY_REWARD
 """
 
     def add_ledger_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--user", required=True, help="Username or user id.")
+        self.add_user_arguments(parser, required=True, what="whose account the entry moves")
         parser.add_argument("--operation", required=True, help="Operation name, e.g. CREDIT_ADD.")
         parser.add_argument(
             "--amount", type=int, help="Positive whole credits (omit for fixed amounts)."
@@ -35,7 +39,7 @@ Examples:
 
     def handle(self, *args: Any, **options: Any) -> None:
         ledger = self.get_ledger(options["ledger"])
-        user = self.get_user(options["user"])
+        user = self.get_user(options)
         result = entry_post(
             ledger=ledger,
             user_id=user.pk,

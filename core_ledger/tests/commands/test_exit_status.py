@@ -21,7 +21,11 @@ from core_ledger.testing import database_url
         ),
         (
             ["ledger_balance", "--ledger", "alpha", "--user", "no-such-user-here"],
-            "CommandError: No user 'no-such-user-here' (looked up by username, then by id).",
+            "CommandError: No user with username 'no-such-user-here'.",
+        ),
+        (
+            ["ledger_balance", "--ledger", "alpha", "--user-id", "987654321"],
+            "CommandError: No user with id 987654321.",
         ),
     ],
 )

@@ -20,7 +20,7 @@ def test_one_user_table(run, ledger: AnyLedger, user) -> None:
 def test_one_user_json_by_id(run, ledger: AnyLedger, user) -> None:
     set_balance(ledger=ledger, user=user, to=12)
     out, _ = run(
-        "ledger_balance", "--ledger", ledger.label, "--user", str(user.pk), "--format", "json"
+        "ledger_balance", "--ledger", ledger.label, "--user-id", str(user.pk), "--format", "json"
     )
     assert json.loads(out) == {
         "ledger": ledger.label,
@@ -28,6 +28,22 @@ def test_one_user_json_by_id(run, ledger: AnyLedger, user) -> None:
         "username": user.username,
         "balance": 12,
     }
+
+
+def test_user_is_the_username_and_user_id_the_pk_never_a_guess(run, ledger: AnyLedger, db) -> None:
+    by_id = make_user()
+    named = make_user(username=str(by_id.pk))  # a user whose username is the other one's id
+    set_balance(ledger=ledger, user=by_id, to=5)
+    set_balance(ledger=ledger, user=named, to=7)
+    out, _ = run("ledger_balance", "--ledger", ledger.label, "--user", str(by_id.pk))
+    assert out.strip() == f"{by_id.pk} (id {named.pk}) in {ledger.label}: 7"
+    out, _ = run("ledger_balance", "--ledger", ledger.label, "--user-id", str(by_id.pk))
+    assert out.strip() == f"{by_id.username} (id {by_id.pk}) in {ledger.label}: 5"
+    # A number given as --user is a username only: no fallback to the id.
+    with pytest.raises(CommandError, match=f"No user with username '{named.pk}'"):
+        run("ledger_balance", "--ledger", ledger.label, "--user", str(named.pk))
+    with pytest.raises(CommandError, match="not allowed with argument"):
+        run("ledger_balance", "--ledger", ledger.label, "--user", "a", "--user-id", "1")
 
 
 def test_top_n_largest_first_in_every_format(run, ledger: AnyLedger, db) -> None:
@@ -53,5 +69,7 @@ def test_bad_top_and_format(run, ledger: AnyLedger, db) -> None:
         run("ledger_balance", "--ledger", ledger.label, "--top", "0")
     with pytest.raises(CommandError, match="invalid choice"):
         run("ledger_balance", "--ledger", ledger.label, "--format", "xml")
-    with pytest.raises(CommandError, match="No user"):
+    with pytest.raises(CommandError, match="No user with username 'nobody'"):
         run("ledger_balance", "--ledger", ledger.label, "--user", "nobody")
+    with pytest.raises(CommandError, match="invalid int value"):
+        run("ledger_balance", "--ledger", ledger.label, "--user-id", "alice")

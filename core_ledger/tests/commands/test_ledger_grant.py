@@ -75,7 +75,7 @@ def test_users_file_with_key_reports_unknown_users_and_rerun_is_idempotent(
 ) -> None:
     a, b = make_user(), make_user()
     users_file = tmp_path / "users.txt"
-    users_file.write_text(f"# winners\n{a.username}\n\n{b.pk}\nno-such-user\n")
+    users_file.write_text(f"# winners\n{a.username}\n\n{b.username}\nno-such-user\n")
     args = (
         "ledger_grant",
         "--ledger",
@@ -96,11 +96,41 @@ def test_users_file_with_key_reports_unknown_users_and_rerun_is_idempotent(
     assert ledger.entry_model.objects.filter(idempotency_key="promo-1").count() == 2
 
     # Fix the file; the rerun posts nothing for the users who have it already.
-    users_file.write_text(f"{a.username}\n{b.pk}\n")
+    users_file.write_text(f"{a.username}\n{b.username}\n")
     out, _ = run(*args)
     assert "0 granted, 2 already had it, 0 key conflicts, 0 failed." in out
     assert ledger.entry_model.objects.filter(idempotency_key="promo-1").count() == 2
     assert balance_get(ledger=ledger, user_id=a.pk) == before + 15
+
+
+def test_users_file_lines_are_usernames_or_with_ids_primary_keys(
+    run, ledger: AnyLedger, db, tmp_path: Path
+) -> None:
+    a = make_user()
+    b = make_user(username=str(a.pk))  # a username that looks like the other user's id
+    users_file = tmp_path / "users.txt"
+    users_file.write_text(f"{a.pk}\n")
+    args = ["ledger_grant", "--ledger", ledger.label, "--operation", "CREDIT_ADD", "--amount", "3"]
+    run(*args, "--users-file", str(users_file), "--idempotency-key", "by-name")
+    assert ledger.entry_model.objects.filter(idempotency_key="by-name").get().user_id == b.pk
+
+    users_file.write_text(f"# ids\n{a.pk}\nnot-a-number\n999999999\n")
+    out = StringIO()
+    with pytest.raises(CommandError, match="2 grant"):
+        call_command(
+            *args,
+            "--users-file",
+            str(users_file),
+            "--ids",
+            "--idempotency-key",
+            "by-id",
+            stdout=out,
+        )
+    assert ledger.entry_model.objects.filter(idempotency_key="by-id").get().user_id == a.pk
+    assert "unknown user 'not-a-number'" in out.getvalue()
+    assert "unknown user '999999999'" in out.getvalue()
+    with pytest.raises(CommandError, match="--ids only applies to --users-file"):
+        run(*args, "--all-users", "--ids", "--idempotency-key", "x")
 
 
 def test_failure_output_names_the_unknown_user(run, ledger: AnyLedger, db, tmp_path: Path) -> None:

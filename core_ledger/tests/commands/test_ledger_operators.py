@@ -24,7 +24,13 @@ def test_grant_gives_the_three_rights_in_that_ledger_only(ledger: AnyLedger) -> 
     alice = make_user()
     out = StringIO()
     call_command(
-        "ledger_operators", "--ledger", ledger.label, "--grant", alice.username, stdout=out
+        "ledger_operators",
+        "--ledger",
+        ledger.label,
+        "--grant",
+        "--user",
+        alice.username,
+        stdout=out,
     )
     assert f"operator of {ledger.label}" in out.getvalue()
     assert "API only" in out.getvalue()
@@ -44,6 +50,7 @@ def test_grant_with_staff_opens_the_admin_pages_and_revoke_closes_them(ledger: A
         "--ledger",
         ledger.label,
         "--grant",
+        "--user-id",
         str(bob.pk),
         "--staff",
         stdout=StringIO(),
@@ -60,7 +67,15 @@ def test_grant_with_staff_opens_the_admin_pages_and_revoke_closes_them(ledger: A
     call_command("ledger_operators", "--ledger", ledger.label, stdout=out)
     assert bob.username in out.getvalue()
 
-    call_command("ledger_operators", "--ledger", ledger.label, "--revoke", bob.username, stdout=out)
+    call_command(
+        "ledger_operators",
+        "--ledger",
+        ledger.label,
+        "--revoke",
+        "--user",
+        bob.username,
+        stdout=out,
+    )
     client.force_login(fresh(bob))
     assert client.get(changelist).status_code == 403
     assert client.get(post).status_code == 403

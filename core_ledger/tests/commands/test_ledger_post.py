@@ -40,7 +40,7 @@ def test_user_by_id_and_debit_sign(run, ledger: AnyLedger, user) -> None:
         "ledger_post",
         "--ledger",
         ledger.label,
-        "--user",
+        "--user-id",
         str(user.pk),
         "--operation",
         "CREDIT_SPEND",
@@ -123,8 +123,13 @@ def test_missing_ledger_is_refused(run) -> None:
         run("ledger_post", "--user", "x", "--operation", "CREDIT_ADD")
 
 
+def test_user_or_user_id_is_required(run, ledger: AnyLedger, db) -> None:
+    with pytest.raises(CommandError, match="one of the arguments --user --user-id is required"):
+        run("ledger_post", "--ledger", ledger.label, "--operation", "CREDIT_ADD", "--amount", "1")
+
+
 def test_unknown_user(run, ledger: AnyLedger, db) -> None:
-    with pytest.raises(CommandError, match="No user 'ghost'"):
+    with pytest.raises(CommandError, match="No user with username 'ghost'"):
         run(
             "ledger_post",
             "--ledger",

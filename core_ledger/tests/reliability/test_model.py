@@ -201,7 +201,7 @@ class LedgerModel:
         if original is None:
             return Outcome("refuse", "not_found")
         if original.operation == "REVERSAL":
-            return Outcome("refuse", "operation_not_allowed")
+            return Outcome("refuse", "cannot_reverse_reversal")
         if original.reversed:
             return Outcome("refuse", "already_reversed")
         if self.balances[(ledger, original.user)] - original.amount < 0:
