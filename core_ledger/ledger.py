@@ -219,13 +219,14 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
     @property
     def operator_permissions(self) -> tuple[str, ...]:
         """What ``ledger_operators --grant`` gives: the three rights and the admin's view pages."""
-        entry, balance = self.entry_model._meta.model_name, self.balance_model._meta.model_name
         return (
             self.post_permission,
             self.reverse_permission,
             self.view_all_permission,
-            f"{self.app_label}.view_{entry}",
-            f"{self.app_label}.view_{balance}",
+            *(
+                f"{self.app_label}.view_{model._meta.model_name}"
+                for model in (self.entry_model, self.balance_model, self.lot_model)
+            ),
         )
 
 
@@ -259,7 +260,7 @@ class LedgerRegistry:
 
     def for_model(self, model: type[Any]) -> AnyLedger:
         for ledger in self._ledgers.values():
-            if model in (ledger.entry_model, ledger.balance_model):
+            if model in (ledger.entry_model, ledger.balance_model, ledger.lot_model):
                 return ledger
         raise UnknownLedger(f"No ledger uses {model.__name__}.")
 
