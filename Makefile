@@ -17,7 +17,7 @@ DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min}
 help:
 	@echo "make run        set up and serve on http://$(HOST):$(PORT) (PORT=... to change)"
 	@echo "make test       set up and run the whole test suite"
-	@echo "make check      ruff, ruff format --check, makemigrations --check, mypy"
+	@echo "make check      ruff, ruff format --check, makemigrations --check, mypy and pyright (strict)"
 	@echo "make bench      run the benchmarks (bench/README.md)"
 	@echo "make db-stop    stop the embedded PostgreSQL"
 
@@ -67,8 +67,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy (with the django-stubs plugin) and pyright, both strict; settings in pyproject.toml.
 typecheck: db
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/mypy
+	$(BIN)/pyright
 
 check: lint typecheck
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py makemigrations --check --dry-run

@@ -6,7 +6,7 @@ from app_alpha.models import AlphaBalance, AlphaEntry, AlphaLot
 from app_alpha.operations import AlphaOperation
 from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
 
-ledger = Ledger(
+ledger: Ledger[AlphaEntry, AlphaBalance, AlphaOperation] = Ledger(
     label="alpha",
     name="Alpha (game)",
     entry_model=AlphaEntry,

@@ -6,7 +6,7 @@ from app_beta.models import BetaBalance, BetaEntry, BetaLot
 from app_beta.operations import BetaOperation
 from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
 
-ledger = Ledger(
+ledger: Ledger[BetaEntry, BetaBalance, BetaOperation] = Ledger(
     label="beta",
     name="Beta (shop)",
     entry_model=BetaEntry,

@@ -40,9 +40,15 @@ from core_ledger.selectors import (
     balances_for_user,
     ledger_totals,
     user_find,
+    username_field,
 )
 from core_ledger.services import entry_post, entry_reverse
 from core_ledger.services.policy import can_reverse, is_privileged
+
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Any]
+else:  # generic in the stubs only: not subscriptable at run time
+    _ModelAdmin = admin.ModelAdmin
 
 
 def admin_url(model: type[Any], view: str, *args: Any) -> str | None:
@@ -63,12 +69,12 @@ def entries_url(ledger: AnyLedger, user_id: int) -> str | None:
 def user_search_fields() -> tuple[str, ...]:
     """``user__<USERNAME_FIELD>`` and ``user__<EMAIL_FIELD>`` (if the user model has that field)."""
     User = get_user_model()
-    names = [User.USERNAME_FIELD, User.get_email_field_name()]
+    names = [username_field(), User.get_email_field_name()]
     concrete = {f.name for f in User._meta.get_fields() if getattr(f, "concrete", False)}
     return tuple(f"user__{name}" for name in dict.fromkeys(names) if name in concrete)
 
 
-class LedgerModelAdmin(admin.ModelAdmin):
+class LedgerModelAdmin(_ModelAdmin):
     """Read-only for everyone; visible with the model's view permission (Django's own rule).
 
     Subclassed by the entry and balance admins.
@@ -226,7 +232,10 @@ class EntryAdmin(LedgerModelAdmin):
         # The reversing entry's id in the page's own query (the unique index on reverses_id),
         # not one query per row.
         reversals = self.model._default_manager.filter(reverses=OuterRef("pk")).values("pk")[:1]
-        return super().get_queryset(request).annotate(reversal_id=Subquery(reversals))
+        annotated: QuerySet[Any] = (
+            super().get_queryset(request).annotate(reversal_id=Subquery(reversals))
+        )
+        return annotated
 
     @admin.display(description="amount", ordering="amount")
     def signed_amount(self, obj: Any) -> str:
@@ -454,7 +463,7 @@ class LotAdmin(LedgerModelAdmin):
 # The mixin's super() calls go to a ModelAdmin; type-checkers see that base, the runtime MRO the
 # host's own admin class.
 if TYPE_CHECKING:
-    _UserAdminBase = admin.ModelAdmin
+    _UserAdminBase = admin.ModelAdmin[Any]
 else:
     _UserAdminBase = object
 

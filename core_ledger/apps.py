@@ -15,7 +15,7 @@ class CoreLedgerConfig(AppConfig):
     verbose_name = "Shared Ledger core"
 
     def ready(self) -> None:
-        from core_ledger import checks, signals  # noqa: F401  (registers checks)
+        from core_ledger import checks, signals  # noqa: F401  # pyright: ignore[reportUnusedImport]  (registers checks)
 
         post_save.connect(
             signals.grant_signup_credits,

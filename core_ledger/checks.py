@@ -47,7 +47,9 @@ def _names(items: Iterable[Any], model: type[models.Model]) -> set[str]:
     }
 
 
-def _core_meta(abstract: type[models.Model]) -> tuple[Sequence[Any], Sequence[Any], Sequence[Any]]:
+def _core_meta(
+    abstract: type[AbstractLedgerEntry] | type[AbstractBalance],
+) -> tuple[Sequence[Any], Sequence[Any], Sequence[Any]]:
     meta: Any = abstract.Meta  # the abstract class's own Meta keeps the declared lists
     return (
         getattr(meta, "constraints", []),

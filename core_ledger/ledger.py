@@ -191,11 +191,7 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
     @property
     def db_alias(self) -> str:
         """The database the ledger writes to: ``SHARED_LEDGER_DATABASE``, else the routers."""
-        return (
-            app_settings.DATABASE
-            or router.db_for_write(self.entry_model)  # type: ignore[arg-type]
-            or DEFAULT_DB_ALIAS
-        )
+        return app_settings.DATABASE or router.db_for_write(self.entry_model) or DEFAULT_DB_ALIAS
 
     @property
     def app_label(self) -> str:

@@ -206,6 +206,7 @@ class AbstractBalance(models.Model):
         help_text="The soonest expires_at of a lot with credits left; null when none.",
     )
     updated_at = models.DateTimeField(help_text="When the last entry moved this balance.")
+    user_id: int  # Django adds the column attribute; declared for checkers without the mypy plugin
 
     class Meta:
         abstract = True

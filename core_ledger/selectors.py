@@ -16,8 +16,7 @@ from django.db import connections
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils.dateparse import parse_datetime
 
-from core_ledger.ledger import AnyLedger, registry
-from core_ledger.models import AbstractBalance, AbstractLedgerEntry
+from core_ledger.ledger import AnyLedger, BalanceT, EntryT, Ledger, registry
 from core_ledger.services.sql import quote_name, tables
 
 
@@ -138,7 +137,7 @@ def available_get(*, ledger: AnyLedger, user_id: int) -> int:
     return balance_snapshot(ledger=ledger, user_id=user_id).available
 
 
-def balance_list(*, ledger: AnyLedger) -> QuerySet[AbstractBalance]:
+def balance_list(*, ledger: Ledger[Any, BalanceT, Any]) -> QuerySet[BalanceT]:
     """Every balance row of ``ledger`` (one per user who ever had an entry)."""
     return ledger.balance_model.objects.all()
 
@@ -148,7 +147,7 @@ def balances_for_user(*, user_id: int) -> dict[str, int]:
     return {ledger.label: balance_get(ledger=ledger, user_id=user_id) for ledger in registry}
 
 
-def entry_list(*, ledger: AnyLedger, user_id: int | None = None) -> QuerySet[AbstractLedgerEntry]:
+def entry_list(*, ledger: Ledger[EntryT, Any, Any], user_id: int | None = None) -> QuerySet[EntryT]:
     """Entries newest first; only ``user_id``'s when given."""
     qs = ledger.entry_model.objects.all().order_by("-id")
     if user_id is not None:
@@ -373,12 +372,18 @@ def user_get(*, username: str | None = None, user_id: int | None = None) -> Any:
     manager = User._default_manager
     try:
         if username is not None and user_id is None:
-            return manager.get_by_natural_key(username.strip())
+            return manager.get_by_natural_key(username.strip())  # pyright: ignore[reportAttributeAccessIssue]  # every user manager has it; the stubs type Manager
         if user_id is not None and username is None:
             return manager.get(pk=user_id)
     except (User.DoesNotExist, ValueError, TypeError):
         return None
     raise TypeError("user_get() takes exactly one of username= or user_id=")
+
+
+def username_field() -> str:
+    """The user model's ``USERNAME_FIELD`` (``username``, ``email``...): what users log in with."""
+    # getattr: the attribute is untyped without mypy's Django plugin (pyright has none).
+    return str(getattr(get_user_model(), "USERNAME_FIELD"))  # noqa: B009
 
 
 def user_find(*, text: str | int) -> Any:

@@ -13,7 +13,7 @@ from django.db import connection
 
 from core_ledger.ledger import AnyLedger
 from core_ledger.operations import SharedOperation
-from core_ledger.selectors import balance_get
+from core_ledger.selectors import balance_get, username_field
 from core_ledger.services import entry_post
 
 _counter = itertools.count(1)
@@ -32,13 +32,15 @@ def make_user(*, staff: bool = False, operator: bool = False, **fields: Any) -> 
     name = f"user{n}-{id(fields) % 10_000}"
     email_field = User.get_email_field_name()
     has_email = any(f.name == email_field for f in User._meta.get_fields())
-    if email_field == User.USERNAME_FIELD:
+    if email_field == username_field():
         fields.setdefault(email_field, f"{name}@example.com")
     else:
-        fields.setdefault(User.USERNAME_FIELD, name)
+        fields.setdefault(username_field(), name)
         if has_email:
-            fields.setdefault(email_field, f"{fields[User.USERNAME_FIELD]}@example.com")
-    user = User._default_manager.create_user(password="pw-for-tests", is_staff=staff, **fields)
+            fields.setdefault(email_field, f"{fields[username_field()]}@example.com")
+    user = User._default_manager.create_user(  # pyright: ignore[reportAttributeAccessIssue]  # every user manager has it
+        password="pw-for-tests", is_staff=staff, **fields
+    )
     if operator:
         from core_ledger.ledger import registry
         from core_ledger.services.operators import operator_grant

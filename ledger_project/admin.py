@@ -16,7 +16,7 @@ from core_ledger.admin import LedgerUserAdminMixin
 User = get_user_model()
 
 
-class UserAdmin(LedgerUserAdminMixin, DjangoUserAdmin):
+class UserAdmin(LedgerUserAdminMixin, DjangoUserAdmin):  # type: ignore[type-arg]  # generic in stubs only
     """Django's user admin, plus each user's balance in every ledger."""
 
 

@@ -195,6 +195,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The core's hooks: fixed-amount operations forbid `amount`; links chain post → entry → reverse.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core_ledger.api.schema.describe_post_bodies",
+        "core_ledger.api.schema.add_links",
+    ],
+    # 3.1: JSON Schema 2020-12, so the metadata key limits (propertyNames) can be said.
+    "OAS_VERSION": "3.1.0",
 }
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -16,28 +16,48 @@ from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import extend_schema_field
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
+from rest_framework.utils import html
 
+from core_ledger.api.schema import MAX_ID, NO_NUL_PATTERN
 from core_ledger.exceptions import ValidationFailed
 from core_ledger.ledger import AnyLedger, Direction, Frequency, PostedBy, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, AbstractLedgerEntry
 from core_ledger.operations import LedgerOperation
-from core_ledger.services import MAX_AMOUNT, METADATA_MAX_KEYS, clean_metadata
+from core_ledger.services import MAX_AMOUNT, METADATA_MAX_BYTES, METADATA_MAX_KEYS, clean_metadata
 from core_ledger.services.policy import is_privileged
-
-# Largest id a bigint primary key holds; larger values are refused before any query.
-MAX_ID = 2**63 - 1
+from core_ledger.services.validation import METADATA_KEY_MAX_LENGTH, METADATA_VALUE_MAX_LENGTH
 
 METADATA_SCHEMA: dict[str, Any] = {
     "type": "object",
     "maxProperties": METADATA_MAX_KEYS,
-    "additionalProperties": True,
+    "propertyNames": {
+        "minLength": 1,
+        "maxLength": METADATA_KEY_MAX_LENGTH,
+        "pattern": NO_NUL_PATTERN,
+    },
+    "additionalProperties": {
+        # Nested values are any JSON: a recursive schema would say "no NUL at any depth", but
+        # client generators (openapi-python-client) cannot read a recursive union.
+        "anyOf": [
+            {"type": "string", "maxLength": METADATA_VALUE_MAX_LENGTH, "pattern": NO_NUL_PATTERN},
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": {}},
+            {"type": "object", "additionalProperties": {}},
+        ]
+    },
     "description": (
-        "A JSON object of string keys (see the documented limits: keys, key and value length, "
-        "total size)."
+        f"A JSON object: at most {METADATA_MAX_KEYS} keys of 1 to {METADATA_KEY_MAX_LENGTH} "
+        f"characters, string values of at most {METADATA_VALUE_MAX_LENGTH} characters, no NUL "
+        f"anywhere, and at most {METADATA_MAX_BYTES} bytes as JSON (sorted keys, ASCII escapes)."
     ),
 }
+"""The metadata limits (``clean_metadata``) as far as JSON Schema can say them. Not said: the
+total size as JSON, and no NUL inside nested values (README "API contract")."""
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -55,9 +75,16 @@ class StrictIntegerField(serializers.IntegerField):
 
 
 class StrictCharField(serializers.CharField):
-    """A JSON string and nothing else: DRF's CharField would turn ``5.5`` into ``"5.5"``."""
+    """A JSON string and nothing else: DRF's CharField would turn ``5.5`` into ``"5.5"``.
+
+    DRF refuses NUL characters in every CharField; the validator says so in the schema too.
+    """
 
     default_error_messages = {"invalid": "A string is required."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators.append(RegexValidator(NO_NUL_PATTERN, "No NUL characters."))
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -74,19 +101,28 @@ def as_utc(value: datetime) -> datetime:
 
 
 class UtcDateTimeField(serializers.DateTimeField):
-    """An ISO 8601 moment, normalised to UTC before it reaches a query."""
+    """An ISO 8601 moment, normalised to UTC before it reaches a query.
+
+    In a query string an empty value (``?at=``) is refused, not read as "left out": the schema
+    says ``date-time``, and an empty string is not one.
+    """
 
     default_error_messages = {"range": "The moment is out of range."}
 
-    def to_internal_value(self, value: Any) -> datetime:
-        parsed = super().to_internal_value(value)
+    def get_value(self, dictionary: Any) -> Any:
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
+            return ""
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data: Any) -> datetime:
+        parsed = super().to_internal_value(data)
         try:
             return as_utc(parsed)
         except OverflowError:
             self.fail("range")
 
 
-@extend_schema_field(METADATA_SCHEMA)
+@extend_schema_field(METADATA_SCHEMA, component_name="Metadata")
 class MetadataField(serializers.JSONField):
     """Free-form JSON object attached to an entry; limits are checked by the service's rules."""
 
@@ -122,7 +158,7 @@ class EntrySerializer(serializers.ModelSerializer[AbstractLedgerEntry]):
         "null on a credit."
     )
 
-    class Meta:
+    class Meta:  # pyright: ignore[reportIncompatibleVariableOverride]  # the stubs' ModelSerializer.Meta exists only in the stubs
         model: Any = AbstractLedgerEntry  # each ledger's subclass sets its concrete model
         fields = [
             "id",
@@ -393,6 +429,9 @@ class ErrorBodySerializer(serializers.Serializer[Any]):
     )
 
 
+# "ErrorResponse", not "Error": a component named like its own property ("error") makes
+# openapi-python-client generate a variable that shadows itself (and fail mypy).
+@extend_schema_serializer(component_name="ErrorResponse")
 class ErrorSerializer(serializers.Serializer[Any]):
     """The one shape of every error response."""
 

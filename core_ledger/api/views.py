@@ -7,16 +7,13 @@ registered ledger.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import (
-    OpenApiParameter,
-    OpenApiResponse,
-    extend_schema,
-    extend_schema_view,
-)
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, status, viewsets
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -36,10 +33,22 @@ from core_ledger.api.filters import (
 )
 from core_ledger.api.pagination import BalancePagination, EntryCursorPagination
 from core_ledger.api.permissions import CanReadAllAccounts, can_read_all
+from core_ledger.api.schema import (
+    COMMON,
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENT_REPLAYED,
+    REPLAYED_HEADER,
+    RESPONSE_HEADERS,
+    REVERSE_EXAMPLE,
+    entry_create_request,
+    entry_post_examples,
+    errors,
+    path_id,
+)
 from core_ledger.api.serializers import (
     BalanceQuerySerializer,
     BalanceSerializer,
-    ErrorSerializer,
     LedgerSerializer,
     MyBalanceSerializer,
     ReverseSerializer,
@@ -50,41 +59,6 @@ from core_ledger.api.serializers import (
 )
 from core_ledger.ledger import AnyLedger, registry
 from core_ledger.models import AbstractBalance, AbstractLedgerEntry
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
-
-_ERROR_TEXT = {
-    400: "validation_error: the request is not valid (per-field details).",
-    401: "not_authenticated: no or invalid credentials.",
-    403: "permission_denied / operation_not_allowed.",
-    404: "not_found.",
-    409: "insufficient_credits / already_claimed / already_reversed.",
-    415: "unsupported_media_type: send application/json.",
-    422: "idempotency_key_reused: the key was used for a different request.",
-    429: "throttled.",
-    503: "ledger_busy / database_unavailable: nothing was written; retry.",
-}
-
-
-def errors(*statuses: int) -> dict[int, OpenApiResponse]:
-    """Schema entries for the error responses an endpoint can give, all in the one error shape."""
-    return {s: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[s]) for s in statuses}
-
-
-COMMON = (401, 429, 503)
-
-IDEMPOTENCY_PARAMETER = OpenApiParameter(
-    IDEMPOTENCY_HEADER,
-    str,
-    OpenApiParameter.HEADER,
-    required=False,
-    description="1-255 printable ASCII characters, unique per ledger and account holder. The same "
-    "key with the same request from the same caller replays the first answer (201, header "
-    "Idempotent-Replayed: true, nothing posted); any other request with it is refused with 422 "
-    "idempotency_key_reused. Keys are kept as long as the entries (they live on the entry row); "
-    "refused requests do not store the key.",
-)
 
 
 def _caller_id(request: Request) -> int:
@@ -113,6 +87,7 @@ class LedgerListView(APIView):
 
     @extend_schema(
         operation_id="ledgers_list",
+        parameters=RESPONSE_HEADERS,
         responses={200: LedgerSerializer(many=True), **errors(*COMMON)},
     )
     def get(self, request: Request) -> Response:
@@ -125,6 +100,7 @@ class AllBalancesView(APIView):
 
     @extend_schema(
         operation_id="balances_mine_all",
+        parameters=RESPONSE_HEADERS,
         responses={
             200: OpenApiResponse(
                 {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -137,6 +113,21 @@ class AllBalancesView(APIView):
         return Response(selectors.balances_for_user(user_id=_caller_id(request)))
 
 
+class SchemaView(SpectacularAPIView):
+    """``/api/schema/``, generated one request at a time.
+
+    drf-spectacular loads its extensions lazily and not thread-safely: two first requests at
+    once on a threaded server made one of them a 500 (found by two schemathesis runs at once).
+    """
+
+    _lock = threading.Lock()
+
+    def _get_schema_response(self, request: Request) -> Response:
+        with self._lock:
+            response: Response = super()._get_schema_response(request)  # type: ignore[no-untyped-call]
+            return response
+
+
 class TokenView(ObtainAuthToken):
     """Exchange a username and password for the caller's API token (created on first use)."""
 
@@ -147,8 +138,17 @@ class TokenView(ObtainAuthToken):
     @extend_schema(
         tags=["auth"],
         operation_id="auth_token_create",
-        request=AuthTokenSerializer,
-        responses={200: TokenSerializer, **errors(400, 415, 429, 503)},
+        # JSON, like every other body here. (DRF's view also parses form bodies; documenting
+        # three media types makes generated clients send all three at once.)
+        request={"application/json": AuthTokenSerializer},
+        parameters=RESPONSE_HEADERS,
+        responses={
+            200: TokenSerializer,
+            **errors(400, 413, 415, 429, 503),
+            # Wrong credentials are a 400 validation_error (DRF's ObtainAuthToken); a 401 only
+            # comes from an invalid Authorization header sent along.
+            401: errors(401)[401],
+        },
         auth=[],
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -162,7 +162,7 @@ class MyBalanceView(LedgerViewMixin, APIView):
     """The caller's balance in this ledger, now or at a past moment."""
 
     @extend_schema(
-        parameters=[BalanceQuerySerializer],
+        parameters=[BalanceQuerySerializer, *RESPONSE_HEADERS],
         responses={200: MyBalanceSerializer, **errors(400, *COMMON)},
     )
     def get(self, request: Request) -> Response:
@@ -175,8 +175,14 @@ class MyBalanceView(LedgerViewMixin, APIView):
 
 
 @extend_schema_view(
-    list=extend_schema(responses={200: BalanceSerializer(many=True), **errors(400, 403, *COMMON)}),
-    retrieve=extend_schema(responses={200: BalanceSerializer, **errors(403, 404, *COMMON)}),
+    list=extend_schema(
+        parameters=RESPONSE_HEADERS,
+        responses={200: BalanceSerializer(many=True), **errors(400, 403, *COMMON)},
+    ),
+    retrieve=extend_schema(
+        parameters=[path_id("user_id", "The user's id."), *RESPONSE_HEADERS],
+        responses={200: BalanceSerializer, **errors(400, 403, 404, *COMMON)},
+    ),
 )
 class BalanceViewSet(LedgerViewMixin, viewsets.ReadOnlyModelViewSet[AbstractBalance]):
     """Every user's balance (staff and service accounts of this ledger)."""
@@ -219,8 +225,7 @@ class EntryViewSet(
         # Another user's entry is outside the queryset, so retrieving it is a 404 (not 403):
         # the API does not reveal which entry ids exist.
         entries = selectors.entry_list(ledger=self.ledger, user_id=owner)
-        # reversed_by is the reverse one-to-one of `reverses`: the stubs cannot see it.
-        return entries.select_related("reversed_by")  # type: ignore[misc]
+        return entries.select_related("reversed_by")
 
     @property
     def filterset_class(self) -> Any:  # read by DjangoFilterBackend and drf-spectacular
@@ -276,16 +281,26 @@ class EntryViewSet(
 def _document_entry_viewset(cls: type[EntryViewSet]) -> None:
     """Describe a ledger's entry endpoints with that ledger's own serializers (and enums)."""
     entry = entry_serializer_for(cls.ledger_label)
+    entry_id = path_id("id", "The entry's id.")
     extend_schema_view(
-        list=extend_schema(responses={200: entry(many=True), **errors(400, *COMMON)}),
-        retrieve=extend_schema(responses={200: entry, **errors(404, *COMMON)}),
+        list=extend_schema(
+            parameters=RESPONSE_HEADERS,
+            responses={200: entry(many=True), **errors(400, *COMMON)},
+        ),
+        retrieve=extend_schema(
+            parameters=[entry_id, *RESPONSE_HEADERS],
+            responses={200: entry, **errors(400, 404, *COMMON)},
+        ),
         create=extend_schema(
-            request=entry_create_serializer_for(cls.ledger_label),
-            parameters=[IDEMPOTENCY_PARAMETER],
-            responses={201: entry, **errors(400, 403, 409, 415, 422, *COMMON)},
+            request=entry_create_request(cls.ledger_label),
+            examples=entry_post_examples(cls.ledger_label),
+            parameters=[IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, *RESPONSE_HEADERS],
+            responses={201: entry, **errors(400, 403, 409, 413, 415, 422, *COMMON)},
         ),
         reverse=extend_schema(
             request=ReverseSerializer,
-            responses={201: entry, **errors(400, 403, 404, 409, 415, *COMMON)},
+            examples=[REVERSE_EXAMPLE],
+            parameters=[entry_id, *RESPONSE_HEADERS],
+            responses={201: entry, **errors(400, 403, 404, 409, 413, 415, *COMMON)},
         ),
     )(cls)

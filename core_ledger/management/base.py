@@ -23,7 +23,7 @@ from django.utils.dateparse import parse_datetime
 
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import AnyLedger, registry
-from core_ledger.selectors import user_get
+from core_ledger.selectors import user_get, username_field
 
 
 def _known() -> str:
@@ -131,11 +131,6 @@ class LedgerCommand(BaseCommand):
                 raise CommandError(f"No user with id {options['user_id']}.")
             return user
         return None
-
-
-def username_field() -> str:
-    """The name of the field users log in with (``USERNAME_FIELD``: ``username``, ``email``...)."""
-    return str(get_user_model().USERNAME_FIELD)
 
 
 def resolve_user_ids(

@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
 from core_ledger.ledger import AnyLedger
+from core_ledger.selectors import username_field
 
 
 def operator_group_name(ledger: AnyLedger) -> str:
@@ -57,5 +58,5 @@ def operator_list(*, ledger: AnyLedger) -> list[Any]:
     """The members of the ledger's operator group, by username field."""
     User = get_user_model()
     return list(
-        User.objects.filter(groups__name=operator_group_name(ledger)).order_by(User.USERNAME_FIELD)
+        User.objects.filter(groups__name=operator_group_name(ledger)).order_by(username_field())
     )

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, models, transaction
 
 from core_ledger.conf import app_settings
 from core_ledger.exceptions import (
@@ -27,12 +27,12 @@ from core_ledger.exceptions import (
     LedgerError,
     ValidationFailed,
 )
-from core_ledger.ledger import EntryT, Ledger
+from core_ledger.ledger import BalanceT, EntryT, Ledger
 from core_ledger.services import lots
 from core_ledger.services.lots import Move
 
 
-def tables(ledger: Ledger[Any, Any, Any]) -> tuple[str, str]:
+def tables(ledger: Ledger[EntryT, BalanceT, Any]) -> tuple[str, str]:
     """The ledger's entry and balance tables, quoted for SQL."""
     return _quoted_tables(ledger.entry_model, ledger.balance_model)
 
@@ -43,7 +43,9 @@ def quote_name(name: str) -> str:
 
 
 @functools.cache
-def _quoted_tables(entry_model: type[Any], balance_model: type[Any]) -> tuple[str, str]:
+def _quoted_tables(
+    entry_model: type[models.Model], balance_model: type[models.Model]
+) -> tuple[str, str]:
     return quote_name(entry_model._meta.db_table), quote_name(balance_model._meta.db_table)
 
 
@@ -51,7 +53,7 @@ def _prepared_cursor_class() -> Any:
     """psycopg 3's server-side-binding cursor, made to run every statement as a prepared one."""
     try:
         from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]
-            ServerBindingCursor,
+            ServerBindingCursor,  # pyright: ignore[reportAttributeAccessIssue]  # psycopg 3 only, not in the stubs
         )
     except ImportError:  # psycopg2, or no PostgreSQL backend
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.core import checks
@@ -134,13 +134,13 @@ def test_an_entry_model_that_dropped_the_core_guards_is_e050_e051_e052() -> None
     class CarelessEntry(AbstractLedgerEntry):
         operation = operation_field(AlphaOperation)
 
-        class Meta:
+        class Meta:  # pyright: ignore[reportIncompatibleVariableOverride]  # deliberately not the core's Meta
             app_label = "app_alpha"
             # Replaces the core's lists instead of extending them: loses the idempotency,
             # once-a-day and non-negative guards, the indexes and the append-only trigger.
             constraints = [operation_check(AlphaOperation)]
-            indexes: list[Any] = []
-            triggers: list[Any] = []
+            indexes: ClassVar[list[Any]] = []
+            triggers: ClassVar[list[Any]] = []
 
     messages = check_ledger(declare(entry_model=CarelessEntry))
     assert ids(messages) == ["core_ledger.E050", "core_ledger.E051", "core_ledger.E052"]
@@ -153,9 +153,9 @@ def test_an_entry_model_that_dropped_the_core_guards_is_e050_e051_e052() -> None
 @isolate_apps("app_alpha")
 def test_a_balance_model_without_the_nonnegative_check_is_e050() -> None:
     class CarelessBalance(AbstractBalance):
-        class Meta:
+        class Meta:  # pyright: ignore[reportIncompatibleVariableOverride]  # deliberately not the core's Meta
             app_label = "app_alpha"
-            constraints: list[Any] = []
+            constraints: ClassVar[list[Any]] = []
 
     messages = check_ledger(declare(balance_model=CarelessBalance))
     assert ids(messages) == ["core_ledger.E050"]

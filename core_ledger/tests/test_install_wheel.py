@@ -18,12 +18,14 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
+from psycopg import sql as pgsql
 
 import core_ledger
 from core_ledger.testing import database_url
@@ -72,11 +74,13 @@ def host_database() -> Iterator[dict[str, object]]:
 
     def drop(conn: psycopg.Connection[object]) -> None:
         for each in (name, f"{name}_test"):  # the host's, and its own test run's
-            conn.execute(f'DROP DATABASE IF EXISTS "{each}" WITH (FORCE)')
+            conn.execute(
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(each))
+            )
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
         drop(conn)
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
     params = connection.settings_dict
     try:
         yield {
@@ -351,7 +355,7 @@ def test_core_installs_into_a_new_project_with_an_email_user_model(
             extra_apps=extra_apps,
             database=host_database,
             authentication=list(rest["DEFAULT_AUTHENTICATION_CLASSES"]),
-            throttle_rates=dict(rest.get("DEFAULT_THROTTLE_RATES", {})),
+            throttle_rates=dict(cast("dict[str, str]", rest.get("DEFAULT_THROTTLE_RATES", {}))),
         )
     )
     (host / "host" / "urls.py").write_text(HOST_URLS)

@@ -108,5 +108,5 @@ def test_spends_and_two_expiry_processes_never_spend_or_expire_a_credit_twice(
     assert drawn_from_expiring + expired == 150, "each credit of the lot spent or expired, once"
     spent = 10 * codes["posted"]
     assert balance_get(ledger=ledger, user_id=user.pk) == total - spent - expired >= 0
-    assert ledger.lot_model.objects.get(entry=expiring).remaining == 0
+    assert ledger.lot_model.objects.get(pk=expiring.pk).remaining == 0
     assert ledger_check(ledger=ledger, user_ids=[user.pk]) == []

@@ -98,6 +98,7 @@ def test_fixed_amount_follows_settings(ledger: AnyLedger, user: Any, settings: A
 
 def test_metadata_and_description_limits(ledger: AnyLedger, user: Any) -> None:
     before = snapshot(ledger)
+    bad: dict[str, Any]
     for bad in (
         {"metadata": ["not", "an", "object"]},
         {"metadata": {f"k{i}": i for i in range(21)}},
@@ -191,6 +192,7 @@ def test_yesterdays_claim_does_not_block_today(ledger: AnyLedger, user: Any) -> 
     # Entries cannot be back-dated through the service; write yesterday's claim with raw SQL
     # (inserts are allowed; the balance row is moved to match so the invariants hold).
     amount = ledger.fixed_amount(Op.DAILY_REWARD)
+    assert amount is not None
     current = balance_get(ledger=ledger, user_id=user.pk)
     yesterday = timezone.now() - timedelta(days=1)
     with connection.cursor() as cursor:
@@ -253,7 +255,7 @@ def test_replaying_a_key_returns_the_original_and_posts_nothing(
 def test_reusing_a_key_for_another_request_is_refused(
     ledger: AnyLedger, user: Any, change: dict[str, Any]
 ) -> None:
-    request = {"operation": Op.CREDIT_SPEND, "amount": 5, "description": ""}
+    request: dict[str, Any] = {"operation": Op.CREDIT_SPEND, "amount": 5, "description": ""}
     entry_post(ledger=ledger, user_id=user.pk, actor=user, idempotency_key="k-2", **request)
     before = snapshot(ledger)
     with pytest.raises(IdempotencyKeyReused) as info:

@@ -10,8 +10,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
-from core_ledger.management.base import LedgerCommand, username_field
-from core_ledger.selectors import available_get, balance_list, balance_snapshot
+from core_ledger.management.base import LedgerCommand
+from core_ledger.selectors import available_get, balance_list, balance_snapshot, username_field
 
 FORMATS = ("table", "json", "csv")
 

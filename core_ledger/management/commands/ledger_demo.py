@@ -13,6 +13,7 @@ from django.db import transaction
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import Direction, PostedBy, registry
 from core_ledger.operations import SharedOperation
+from core_ledger.selectors import username_field
 from core_ledger.services import entry_post
 
 DEMO_USERS = ("alice", "bob", "carol")
@@ -27,13 +28,13 @@ def demo_user_get_or_create(name: str) -> tuple[Any, bool]:
     User = get_user_model()
     email_field = User.get_email_field_name()
     email = f"{name}@example.com"
-    login = email if email_field == User.USERNAME_FIELD else name
+    login = email if email_field == username_field() else name
     defaults = {}
-    if email_field != User.USERNAME_FIELD and any(
+    if email_field != username_field() and any(
         f.name == email_field for f in User._meta.get_fields()
     ):
         defaults[email_field] = email
-    return User._default_manager.get_or_create(**{User.USERNAME_FIELD: login}, defaults=defaults)
+    return User._default_manager.get_or_create(**{username_field(): login}, defaults=defaults)
 
 
 class Command(BaseCommand):

@@ -12,8 +12,8 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from core_ledger.management.base import LedgerCommand, username_field
-from core_ledger.selectors import entry_list
+from core_ledger.management.base import LedgerCommand
+from core_ledger.selectors import entry_list, username_field
 
 COLUMNS = (
     "id",

@@ -35,7 +35,7 @@ def test_post_form_makes_an_expiring_credit(
     assert response.status_code == 302
     entry = ledger.entry_model.objects.filter(user=user).latest("id")
     assert entry.expires_at is not None
-    assert ledger.lot_model.objects.get(entry=entry).remaining == 6
+    assert ledger.lot_model.objects.get(pk=entry.pk).remaining == 6
     past = staff_client.post(
         url(ledger.entry_model, "post"),
         {

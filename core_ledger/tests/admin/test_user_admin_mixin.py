@@ -24,7 +24,7 @@ def test_this_project_puts_the_mixin_on_djangos_user_admin(db: None) -> None:
     assert issubclass(registered, DjangoUserAdmin)
 
 
-class PlainUserAdmin(LedgerUserAdminMixin, admin.ModelAdmin):
+class PlainUserAdmin(LedgerUserAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]  # generic in the stubs only
     """A host's user admin with no fieldsets and readonly fields of its own."""
 
     readonly_fields = ("last_login",)

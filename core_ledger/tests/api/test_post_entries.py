@@ -34,12 +34,13 @@ ENTRY_FIELDS = {
 
 
 def _count(ledger: AnyLedger) -> int:
-    return ledger.entry_model.objects.count()
+    return int(ledger.entry_model.objects.count())
 
 
 def test_user_claims_daily_reward(ledger: AnyLedger, user: Any, api: Any) -> None:
     before = balance_get(ledger=ledger, user_id=user.pk)
     fixed = ledger.fixed_amount(SharedOperation.DAILY_REWARD)
+    assert fixed is not None
     response = api.post(url(ledger, "entries/"), {"operation": "DAILY_REWARD"}, format="json")
     assert response.status_code == 201, response.content
     body = response.json()

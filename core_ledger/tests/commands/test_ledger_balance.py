@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.core.management.base import CommandError
@@ -10,14 +11,17 @@ from django.core.management.base import CommandError
 from core_ledger.ledger import AnyLedger
 from core_ledger.testing import make_user, set_balance
 
+if TYPE_CHECKING:
+    from core_ledger.tests.commands.conftest import Run
 
-def test_one_user_table(run, ledger: AnyLedger, user) -> None:
+
+def test_one_user_table(run: Run, ledger: AnyLedger, user: Any) -> None:
     set_balance(ledger=ledger, user=user, to=321)
     out, _ = run("ledger_balance", "--ledger", ledger.label, "--user", user.username)
     assert out.strip() == f"{user.username} (id {user.pk}) in {ledger.label}: 321"
 
 
-def test_one_user_json_by_id(run, ledger: AnyLedger, user) -> None:
+def test_one_user_json_by_id(run: Run, ledger: AnyLedger, user: Any) -> None:
     set_balance(ledger=ledger, user=user, to=12)
     out, _ = run(
         "ledger_balance", "--ledger", ledger.label, "--user-id", str(user.pk), "--format", "json"
@@ -33,7 +37,7 @@ def test_one_user_json_by_id(run, ledger: AnyLedger, user) -> None:
     }
 
 
-def test_available_and_the_next_expiry_are_shown(run, ledger: AnyLedger, user) -> None:
+def test_available_and_the_next_expiry_are_shown(run: Run, ledger: AnyLedger, user: Any) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
@@ -55,7 +59,9 @@ def test_available_and_the_next_expiry_are_shown(run, ledger: AnyLedger, user) -
     assert (row["available"], row["next_expiry"]) == ("15", expires_at.isoformat())
 
 
-def test_user_is_the_username_and_user_id_the_pk_never_a_guess(run, ledger: AnyLedger, db) -> None:
+def test_user_is_the_username_and_user_id_the_pk_never_a_guess(
+    run: Run, ledger: AnyLedger, db: None
+) -> None:
     by_id = make_user()
     named = make_user(username=str(by_id.pk))  # a user whose username is the other one's id
     set_balance(ledger=ledger, user=by_id, to=5)
@@ -71,7 +77,7 @@ def test_user_is_the_username_and_user_id_the_pk_never_a_guess(run, ledger: AnyL
         run("ledger_balance", "--ledger", ledger.label, "--user", "a", "--user-id", "1")
 
 
-def test_top_n_largest_first_in_every_format(run, ledger: AnyLedger, db) -> None:
+def test_top_n_largest_first_in_every_format(run: Run, ledger: AnyLedger, db: None) -> None:
     users = [make_user() for _ in range(4)]
     for n, user in enumerate(users):
         set_balance(ledger=ledger, user=user, to=1000 + n)
@@ -89,7 +95,7 @@ def test_top_n_largest_first_in_every_format(run, ledger: AnyLedger, db) -> None
     assert users[3].username in lines[1] and lines[-1] == "(4 balances)"
 
 
-def test_bad_top_and_format(run, ledger: AnyLedger, db) -> None:
+def test_bad_top_and_format(run: Run, ledger: AnyLedger, db: None) -> None:
     with pytest.raises(CommandError, match="--top must be a positive number"):
         run("ledger_balance", "--ledger", ledger.label, "--top", "0")
     with pytest.raises(CommandError, match="invalid choice"):

@@ -38,7 +38,7 @@ def test_ledger_post_takes_expires_at(ledger: AnyLedger, user: Any) -> None:
     assert f"expires {moment.isoformat()}" in out.getvalue()
     entry = ledger.entry_model.objects.filter(user=user).latest("id")
     assert entry.expires_at == moment
-    assert ledger.lot_model.objects.get(entry=entry).remaining == 5
+    assert ledger.lot_model.objects.get(pk=entry.pk).remaining == 5
 
 
 @pytest.mark.parametrize("bad", ["tomorrow", "2027-01-01T00:00:00"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.core.management.base import CommandError
@@ -13,8 +14,13 @@ from core_ledger.ledger import AnyLedger
 from core_ledger.management.commands.ledger_export import COLUMNS
 from core_ledger.testing import make_user, set_balance
 
+if TYPE_CHECKING:
+    from core_ledger.tests.commands.conftest import Run
 
-def test_csv_has_every_entry_oldest_first(run, ledger: AnyLedger, user, other_user) -> None:
+
+def test_csv_has_every_entry_oldest_first(
+    run: Run, ledger: AnyLedger, user: Any, other_user: Any
+) -> None:
     set_balance(ledger=ledger, user=user, to=500)
     set_balance(ledger=ledger, user=other_user, to=20)
     out, _ = run("ledger_export", "--ledger", ledger.label)
@@ -26,7 +32,7 @@ def test_csv_has_every_entry_oldest_first(run, ledger: AnyLedger, user, other_us
     assert last["username"] == other_user.username and json.loads(last["metadata"]) == {}
 
 
-def test_jsonl_for_one_user(run, ledger: AnyLedger, user, other_user) -> None:
+def test_jsonl_for_one_user(run: Run, ledger: AnyLedger, user: Any, other_user: Any) -> None:
     set_balance(ledger=ledger, user=user, to=500)
     set_balance(ledger=ledger, user=other_user, to=1)
     out, _ = run(
@@ -38,20 +44,20 @@ def test_jsonl_for_one_user(run, ledger: AnyLedger, user, other_user) -> None:
     assert records[-1]["balance_after"] == 500 and records[-1]["amount"] > 0
 
 
-def test_since_filters(run, ledger: AnyLedger, user) -> None:
+def test_since_filters(run: Run, ledger: AnyLedger, user: Any) -> None:
     out, _ = run("ledger_export", "--ledger", ledger.label, "--since", "2999-01-01")
     assert out.strip() == ",".join(COLUMNS)
     out, _ = run("ledger_export", "--ledger", ledger.label, "--since", "2000-01-01T00:00:00Z")
     assert len(out.strip().splitlines()) == 1 + ledger.entry_model.objects.count()
 
 
-def test_bad_since(run, ledger: AnyLedger, db) -> None:
+def test_bad_since(run: Run, ledger: AnyLedger, db: None) -> None:
     with pytest.raises(CommandError, match="is not an ISO date"):
         run("ledger_export", "--ledger", ledger.label, "--since", "yesterday")
 
 
 @pytest.mark.django_db(transaction=True)
-def test_streams_through_a_server_side_cursor(run, ledger: AnyLedger) -> None:
+def test_streams_through_a_server_side_cursor(run: Run, ledger: AnyLedger) -> None:
     """Memory stays constant: rows are fetched with DECLARE … CURSOR, not one big SELECT."""
     for _ in range(3):
         make_user()
@@ -66,7 +72,7 @@ def test_streams_through_a_server_side_cursor(run, ledger: AnyLedger) -> None:
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_chunk_boundaries_lose_and_repeat_nothing(
-    run, ledger: AnyLedger, user, monkeypatch: pytest.MonkeyPatch, fmt: str
+    run: Run, ledger: AnyLedger, user: Any, monkeypatch: pytest.MonkeyPatch, fmt: str
 ) -> None:
     from core_ledger.management.commands import ledger_export
 

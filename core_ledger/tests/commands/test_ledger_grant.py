@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from io import StringIO
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.core.management import call_command
@@ -13,15 +14,21 @@ from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import balance_get
 from core_ledger.testing import make_user
 
+if TYPE_CHECKING:
+    from core_ledger.tests.commands.conftest import Run
+
 
 def _entries(ledger: AnyLedger, operation: str) -> int:
-    return ledger.entry_model.objects.filter(operation=operation).count()
+    return int(ledger.entry_model.objects.filter(operation=operation).count())
 
 
-def test_daily_reward_to_all_users_then_rerun_posts_nothing(run, ledger: AnyLedger, db) -> None:
+def test_daily_reward_to_all_users_then_rerun_posts_nothing(
+    run: Run, ledger: AnyLedger, db: None
+) -> None:
     users = [make_user() for _ in range(25)]
     inactive = make_user(is_active=False)
     reward = ledger.fixed_amount("DAILY_REWARD")
+    assert reward is not None
     before = {u.pk: balance_get(ledger=ledger, user_id=u.pk) for u in users}
 
     out, err = run(
@@ -51,7 +58,9 @@ def test_daily_reward_to_all_users_then_rerun_posts_nothing(run, ledger: AnyLedg
     assert _entries(ledger, "DAILY_REWARD") == count
 
 
-def test_grant_is_batched_not_one_transaction_per_user(run, ledger: AnyLedger, db) -> None:
+def test_grant_is_batched_not_one_transaction_per_user(
+    run: Run, ledger: AnyLedger, db: None
+) -> None:
     for _ in range(40):
         make_user()
     with CaptureQueriesContext(connection) as queries:
@@ -71,7 +80,7 @@ def test_grant_is_batched_not_one_transaction_per_user(run, ledger: AnyLedger, d
 
 
 def test_users_file_with_key_reports_unknown_users_and_rerun_is_idempotent(
-    run, ledger: AnyLedger, db, tmp_path: Path
+    run: Run, ledger: AnyLedger, db: None, tmp_path: Path
 ) -> None:
     a, b = make_user(), make_user()
     users_file = tmp_path / "users.txt"
@@ -104,7 +113,7 @@ def test_users_file_with_key_reports_unknown_users_and_rerun_is_idempotent(
 
 
 def test_users_file_lines_are_usernames_or_with_ids_primary_keys(
-    run, ledger: AnyLedger, db, tmp_path: Path
+    run: Run, ledger: AnyLedger, db: None, tmp_path: Path
 ) -> None:
     a = make_user()
     b = make_user(username=str(a.pk))  # a username that looks like the other user's id
@@ -133,7 +142,9 @@ def test_users_file_lines_are_usernames_or_with_ids_primary_keys(
         run(*args, "--all-users", "--ids", "--idempotency-key", "x")
 
 
-def test_failure_output_names_the_unknown_user(run, ledger: AnyLedger, db, tmp_path: Path) -> None:
+def test_failure_output_names_the_unknown_user(
+    run: Run, ledger: AnyLedger, db: None, tmp_path: Path
+) -> None:
     users_file = tmp_path / "users.txt"
     users_file.write_text("ghost\n")
     out = StringIO()
@@ -164,7 +175,7 @@ def test_failure_output_names_the_unknown_user(run, ledger: AnyLedger, db, tmp_p
     ],
 )
 def test_refusals_write_nothing(
-    run, ledger: AnyLedger, user, extra: list[str], message: str
+    run: Run, ledger: AnyLedger, user: Any, extra: list[str], message: str
 ) -> None:
     count = ledger.entry_model.objects.count()
     with pytest.raises(CommandError, match=message):
@@ -177,7 +188,7 @@ class _Terminal(StringIO):
         return True
 
 
-def test_progress_bar_on_a_terminal_only(ledger: AnyLedger, db) -> None:
+def test_progress_bar_on_a_terminal_only(ledger: AnyLedger, db: None) -> None:
     for _ in range(3):
         make_user()
     out, err = StringIO(), _Terminal()

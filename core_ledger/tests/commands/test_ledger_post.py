@@ -1,17 +1,22 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import pytest
 from django.core.management.base import CommandError
 
 from core_ledger.ledger import AnyLedger
 from core_ledger.selectors import balance_get
 
+if TYPE_CHECKING:
+    from core_ledger.tests.commands.conftest import Run
 
-def _count(ledger: AnyLedger, user) -> int:
-    return ledger.entry_model.objects.filter(user=user).count()
+
+def _count(ledger: AnyLedger, user: Any) -> int:
+    return int(ledger.entry_model.objects.filter(user=user).count())
 
 
-def test_posts_one_entry_and_prints_it(run, ledger: AnyLedger, user) -> None:
+def test_posts_one_entry_and_prints_it(run: Run, ledger: AnyLedger, user: Any) -> None:
     before = balance_get(ledger=ledger, user_id=user.pk)
     out, _ = run(
         "ledger_post",
@@ -34,7 +39,7 @@ def test_posts_one_entry_and_prints_it(run, ledger: AnyLedger, user) -> None:
     assert f"balance after {before + 40}" in out
 
 
-def test_user_by_id_and_debit_sign(run, ledger: AnyLedger, user) -> None:
+def test_user_by_id_and_debit_sign(run: Run, ledger: AnyLedger, user: Any) -> None:
     before = balance_get(ledger=ledger, user_id=user.pk)
     run(
         "ledger_post",
@@ -50,7 +55,7 @@ def test_user_by_id_and_debit_sign(run, ledger: AnyLedger, user) -> None:
     assert balance_get(ledger=ledger, user_id=user.pk) == before - 7
 
 
-def test_idempotency_key_replays(run, ledger: AnyLedger, user) -> None:
+def test_idempotency_key_replays(run: Run, ledger: AnyLedger, user: Any) -> None:
     args = (
         "ledger_post",
         "--ledger",
@@ -73,7 +78,7 @@ def test_idempotency_key_replays(run, ledger: AnyLedger, user) -> None:
 
 
 def test_domain_error_is_one_line_command_error_and_writes_nothing(
-    run, ledger: AnyLedger, user
+    run: Run, ledger: AnyLedger, user: Any
 ) -> None:
     count = _count(ledger, user)
     with pytest.raises(CommandError) as excinfo:
@@ -104,7 +109,7 @@ def test_domain_error_is_one_line_command_error_and_writes_nothing(
         (["--operation", "REVERSAL", "--amount", "3"], "operation_not_allowed"),
     ],
 )
-def test_refusals(run, ledger: AnyLedger, user, extra: list[str], code: str) -> None:
+def test_refusals(run: Run, ledger: AnyLedger, user: Any, extra: list[str], code: str) -> None:
     count = _count(ledger, user)
     with pytest.raises(CommandError, match=f"^{code}:"):
         run("ledger_post", "--ledger", ledger.label, "--user", user.username, *extra)
@@ -112,23 +117,23 @@ def test_refusals(run, ledger: AnyLedger, user, extra: list[str], code: str) -> 
 
 
 @pytest.mark.django_db
-def test_unknown_ledger_lists_known_ones(run) -> None:
+def test_unknown_ledger_lists_known_ones(run: Run) -> None:
     with pytest.raises(CommandError, match=r"Unknown ledger 'gamma'\. Known ledgers: alpha, beta"):
         run("ledger_post", "--ledger", "gamma", "--user", "x", "--operation", "CREDIT_ADD")
 
 
 @pytest.mark.django_db
-def test_missing_ledger_is_refused(run) -> None:
+def test_missing_ledger_is_refused(run: Run) -> None:
     with pytest.raises(CommandError, match="--ledger"):
         run("ledger_post", "--user", "x", "--operation", "CREDIT_ADD")
 
 
-def test_user_or_user_id_is_required(run, ledger: AnyLedger, db) -> None:
+def test_user_or_user_id_is_required(run: Run, ledger: AnyLedger, db: None) -> None:
     with pytest.raises(CommandError, match="one of the arguments --user --user-id is required"):
         run("ledger_post", "--ledger", ledger.label, "--operation", "CREDIT_ADD", "--amount", "1")
 
 
-def test_unknown_user(run, ledger: AnyLedger, db) -> None:
+def test_unknown_user(run: Run, ledger: AnyLedger, db: None) -> None:
     with pytest.raises(CommandError, match="No user with username 'ghost'"):
         run(
             "ledger_post",
@@ -143,7 +148,7 @@ def test_unknown_user(run, ledger: AnyLedger, db) -> None:
         )
 
 
-def test_help_has_examples(run) -> None:
+def test_help_has_examples(run: Run) -> None:
     from django.core.management import load_command_class
 
     for name in ("ledger_post", "ledger_balance", "ledger_grant", "ledger_verify", "ledger_export"):

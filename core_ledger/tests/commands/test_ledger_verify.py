@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import pytest
 from django.core.management.base import CommandError
 from django.db import connection
@@ -7,8 +9,11 @@ from django.db import connection
 from core_ledger.ledger import AnyLedger, registry
 from core_ledger.testing import set_balance
 
+if TYPE_CHECKING:
+    from core_ledger.tests.commands.conftest import Run
 
-def test_sound_ledgers_pass(run, ledger: AnyLedger, user) -> None:
+
+def test_sound_ledgers_pass(run: Run, ledger: AnyLedger, user: Any) -> None:
     set_balance(ledger=ledger, user=user, to=77)
     out, _ = run("ledger_verify")
     for label in registry.labels():
@@ -18,7 +23,7 @@ def test_sound_ledgers_pass(run, ledger: AnyLedger, user) -> None:
 
 
 @pytest.mark.corrupts_ledger
-def test_corrupted_balance_is_listed_and_exits_1(run, ledger: AnyLedger, user) -> None:
+def test_corrupted_balance_is_listed_and_exits_1(run: Run, ledger: AnyLedger, user: Any) -> None:
     set_balance(ledger=ledger, user=user, to=50)
     table = connection.ops.quote_name(ledger.balance_model._meta.db_table)
     with connection.cursor() as cursor:  # the balance table has no guard trigger
@@ -41,13 +46,13 @@ def test_corrupted_balance_is_listed_and_exits_1(run, ledger: AnyLedger, user) -
 
 
 @pytest.mark.django_db
-def test_unknown_ledger(run) -> None:
+def test_unknown_ledger(run: Run) -> None:
     with pytest.raises(CommandError, match="Known ledgers: alpha, beta"):
         run("ledger_verify", "--ledger", "nope")
 
 
 @pytest.mark.corrupts_ledger
-def test_entry_breaking_the_chain_is_listed(ledger: AnyLedger, user) -> None:
+def test_entry_breaking_the_chain_is_listed(ledger: AnyLedger, user: Any) -> None:
     """An entry slipped in with raw SQL (INSERT is allowed; the guard refuses UPDATE/DELETE)."""
     table = connection.ops.quote_name(ledger.entry_model._meta.db_table)
     with connection.cursor() as cursor:

@@ -172,3 +172,8 @@ def test_generated_app_passes_its_own_tests_in_a_project_copy(tmp_path: Path) ->
         ]
         run(str(ruff), "check", *generated)
         run(str(ruff), "format", "--check", *generated)
+
+    # The generated app is type-clean under the project's strict mypy and pyright settings.
+    run(python, "-m", "mypy", "app_gamma", "--cache-dir", str(tmp_path / "mypy_cache"))
+    pyright = Path(python).with_name("pyright")
+    run(str(pyright), "--pythonpath", python, "app_gamma")

@@ -132,7 +132,7 @@ def fast_user(*, staff: bool = False, prefix: str = "rel") -> Any:
     """A user without password hashing (fast); the signup credits are granted as for anyone."""
     user_model = get_user_model()
     user = user_model(username=f"{prefix}-{time.monotonic_ns()}-{threading.get_ident() % 9973}")
-    user.is_staff = staff
+    user.is_staff = staff  # pyright: ignore[reportAttributeAccessIssue]  # auth.User; the stubs' AbstractBaseUser lacks it
     user.set_unusable_password()
     user.save()
     if staff:  # staff here means an operator of every ledger (staff alone grants nothing)
@@ -263,7 +263,8 @@ class GunicornServer:
 
     def output(self) -> str:
         self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
+        text: str = self.log.read().decode(errors="replace")
+        return text[-4000:]
 
     def __exit__(self, *exc: Any) -> None:
         if self.process is not None and self.process.poll() is None:

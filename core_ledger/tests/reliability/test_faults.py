@@ -8,6 +8,7 @@ same idempotency key must post exactly once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -321,9 +322,9 @@ def test_bulk_grants_and_single_posts_over_overlapping_users_never_deadlock(
 
     caplog.set_level(logging.WARNING, logger="core_ledger.services")
     workers = (
-        [Worker(lambda s=s: bulk(s)) for s in (1, 2, 3)]
+        [Worker(functools.partial(bulk, s)) for s in (1, 2, 3)]
         + [Worker(daily), Worker(daily)]
-        + [Worker(lambda s=s: singles(s)) for s in (4, 5)]
+        + [Worker(functools.partial(singles, s)) for s in (4, 5)]
     )
     for w in workers:
         w.start()

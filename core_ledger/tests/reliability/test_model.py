@@ -445,7 +445,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     f"model {self.model.balances[(label, user_id)]}"
                 )
             assert ledger.entry_model.objects.filter(user_id__in=ids).count() == sum(
-                1 for (lab, _), e in self.model.entries.items() if lab == label
+                1 for (lab, _), _e in self.model.entries.items() if lab == label
             )
             problems = ledger_check(ledger=ledger, user_ids=ids)
             assert not problems, [str(p) for p in problems]

@@ -117,6 +117,7 @@ class HttpTransport:
         return Outcome(False, code=body["error"]["code"])
 
     def post(self, ledger: str, user: int, op: str, amount: int | None, key: str | None) -> Outcome:
+        body: dict[str, Any]
         if op == "DAILY_REWARD":  # a fixed amount: the user claims it, sending none
             token, body = self.plan.tokens[user], {"operation": op}
         elif op == "CREDIT_SPEND":

@@ -44,7 +44,7 @@ def lot_credit(
 
 
 def lots_of(ledger: AnyLedger, user: Any) -> dict[int, int]:
-    return dict(ledger.lot_model.objects.filter(user=user).values_list("entry_id", "remaining"))
+    return dict(ledger.lot_model.objects.filter(user=user).values_list("pk", "remaining"))
 
 
 def spend(ledger: AnyLedger, user: Any, amount: int) -> Any:
@@ -65,7 +65,7 @@ def test_declared_lifetimes_make_lots_and_other_credits_never_expire(user: Any) 
     daily = entry_post(ledger=alpha, user_id=user.pk, operation=Op.DAILY_REWARD, actor=user).entry
     assert daily.expires_at is not None
     assert timedelta(days=7) - timedelta(minutes=1) < daily.expires_at - daily.created_at
-    assert alpha.lot_model.objects.get(entry=daily).remaining == daily.amount
+    assert alpha.lot_model.objects.get(pk=daily.pk).remaining == daily.amount
     bonus = entry_post(
         ledger=beta, user_id=user.pk, operation=beta.operation("REFERRAL_BONUS"), amount=5
     ).entry
@@ -265,7 +265,7 @@ def test_a_bulk_grant_makes_lots_and_writes_pending_expiries_first(ledger: AnyLe
     for u in users:
         grant = ledger.entry_model.objects.get(user=u, idempotency_key="promo-lots")
         assert grant.expires_at == expires_at
-        assert ledger.lot_model.objects.get(entry=grant).remaining == 2
+        assert ledger.lot_model.objects.get(pk=grant.pk).remaining == 2
         assert ledger.balance_model.objects.get(user=u).next_expiry == expires_at
     ops = list(
         ledger.entry_model.objects.filter(user=users[0])
