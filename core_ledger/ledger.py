@@ -163,8 +163,11 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
         if not self._all_rules[key].fixed:
             return None
         configured = app_settings.FIXED_AMOUNTS.get(self.label, {})
-        if key in configured:
-            return int(configured[key])
+        value = configured.get(key) if isinstance(configured, Mapping) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        # A configured value that is not a positive integer is ignored here and reported by
+        # system check E030, rather than failing every post (or the URLconf) with a 500.
         declared = {str(op): amount for op, amount in self.fixed_amounts.items()}
         if key in declared:
             return int(declared[key])
@@ -180,9 +183,13 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
         if self._all_rules[key].direction is not Direction.CREDIT:
             return None
         configured = app_settings.EXPIRES_AFTER.get(self.label, {})
-        if key in configured:
+        if isinstance(configured, Mapping) and key in configured:
             seconds = configured[key]
-            return None if seconds is None else timedelta(seconds=int(seconds))
+            if seconds is None:
+                return None
+            if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0:
+                return timedelta(seconds=seconds)
+            # Anything else is reported by system check E031 and ignored here.
         declared = {str(op): lifetime for op, lifetime in self.expires_after.items()}
         return declared.get(key)
 

@@ -213,6 +213,11 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 SHARED_LEDGER_FIXED_AMOUNTS: dict[str, dict[str, int]] = env.json(
     "SHARED_LEDGER_FIXED_AMOUNTS", default={}
 )
+# Lifetimes of credit operations in seconds (null: never expire), overriding the declarations,
+# e.g. SHARED_LEDGER_EXPIRES_AFTER='{"alpha": {"DAILY_REWARD": 604800}}'
+SHARED_LEDGER_EXPIRES_AFTER: dict[str, dict[str, int | None]] = env.json(
+    "SHARED_LEDGER_EXPIRES_AFTER", default={}
+)
 
 LOGGING = {
     "version": 1,
