@@ -175,7 +175,7 @@ class Discrepancy:
 def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tuple[str, str]]:
     """The expiring-credit invariants (lots and the moves recorded on entries)."""
     moves = (
-        f"SELECT e.id AS entry_id, e.user_id, e.operation, (m->>0)::bigint AS lot, "
+        f"SELECT e.id AS entry_id, e.user_id, e.operation, e.created_at, (m->>0)::bigint AS lot, "
         f"(m->>1)::bigint AS delta FROM {entry_table} e, jsonb_array_elements(e.lot_moves) m "
         "WHERE e.lot_moves IS NOT NULL"
     )
@@ -226,8 +226,9 @@ def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tu
         (
             "foreign_lot_move",
             f"""
+            WITH mv AS MATERIALIZED ({moves})
             SELECT mv.user_id, mv.entry_id, 'moves lot ' || mv.lot || ' of another user or none'
-            FROM ({moves}) mv LEFT JOIN {lot_table} l ON l.entry_id = mv.lot
+            FROM mv LEFT JOIN {lot_table} l ON l.entry_id = mv.lot
             WHERE mv.lot IS NOT NULL AND (l.entry_id IS NULL OR l.user_id <> mv.user_id)
             """,
         ),
@@ -246,18 +247,18 @@ def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tu
         ),
         (
             # An EXPIRY takes what was left: right after it, its lot holds nothing; and it comes
-            # no earlier than the lot's expiry.
+            # no earlier than the lot's expiry. (A running sum per lot: linear, not a self-join.)
             "bad_expiry",
             f"""
-            SELECT x.user_id, x.id, 'expiry of lot ' || l.entry_id || ' left '
-                   || (l.amount + sum(mv.delta)) || ' credits, or came before ' || l.expires_at
-            FROM {entry_table} x
-            JOIN LATERAL (SELECT (x.lot_moves->0->>0)::bigint AS lot) xl ON true
-            JOIN {lot_table} l ON l.entry_id = xl.lot
-            JOIN ({moves}) mv ON mv.lot = l.entry_id AND mv.entry_id <= x.id
-            WHERE x.operation = 'EXPIRY'
-            GROUP BY x.user_id, x.id, x.created_at, l.entry_id, l.amount, l.expires_at
-            HAVING l.amount + sum(mv.delta) <> 0 OR x.created_at < l.expires_at
+            WITH mv AS MATERIALIZED ({moves})
+            SELECT user_id, entry_id, 'expiry of lot ' || lot || ' left ' || left_after
+                   || ' credits, or came before ' || expires_at
+            FROM (SELECT mv.user_id, mv.entry_id, mv.operation, mv.lot, mv.created_at,
+                         l.expires_at,
+                         l.amount + sum(mv.delta) OVER (PARTITION BY mv.lot ORDER BY mv.entry_id)
+                           AS left_after
+                  FROM mv JOIN {lot_table} l ON l.entry_id = mv.lot) r
+            WHERE operation = 'EXPIRY' AND (left_after <> 0 OR created_at < expires_at)
             """,
         ),
     ]
