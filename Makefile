@@ -10,16 +10,32 @@ STAMP := $(VENV)/.installed
 # Every database-using recipe runs with DATABASE_URL set: the caller's, else the embedded one's.
 WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m ledger_project.devdb url)}"
 # Development values for make run / make test; production reads the real environment.
-DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min} API_THROTTLE_ANON=$${API_THROTTLE_ANON:-100000/min}
+DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min} API_THROTTLE_ANON=$${API_THROTTLE_ANON:-100000/min} \
+  API_THROTTLE_LOGIN=$${API_THROTTLE_LOGIN:-100000/min}
 
 .PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke clean
 
 help:
-	@echo "make run        set up and serve on http://$(HOST):$(PORT) (PORT=... to change)"
-	@echo "make test       set up and run the whole test suite"
-	@echo "make check      ruff, ruff format --check, makemigrations --check, mypy and pyright (strict)"
-	@echo "make bench      run the benchmarks (bench/README.md)"
-	@echo "make db-stop    stop the embedded PostgreSQL"
+	@echo "Development (DEBUG on, the embedded PostgreSQL unless DATABASE_URL is set):"
+	@echo "  make run          set up, load the demo data, serve on http://$(HOST):$(PORT) (PORT=... to change)"
+	@echo "  make test         set up and run the whole test suite (PYTEST_ARGS=... to pass arguments)"
+	@echo "  make install      create .venv and install requirements-dev.txt"
+	@echo "  make db           start (or describe) the database in use; db-start is the same"
+	@echo "  make db-stop      stop the embedded PostgreSQL"
+	@echo "  make migrate      migrate and collect static files"
+	@echo "  make demo         migrate and load the idempotent demo data"
+	@echo "Production-like:"
+	@echo "  make serve        DEBUG off, gunicorn (WEB_CONCURRENCY workers, default 3), WhiteNoise static"
+	@echo "                    files, the demo data; turns OFF the SSL redirect (SECURE_SSL_REDIRECT=0:"
+	@echo "                    plain HTTP on loopback) and uses a throwaway SECRET_KEY unless you set one"
+	@echo "Checks and benchmarks:"
+	@echo "  make check        lint + typecheck + makemigrations --check"
+	@echo "  make lint         ruff check and ruff format --check"
+	@echo "  make typecheck    mypy and pyright, both strict"
+	@echo "  make bench        run the benchmarks, about 5 minutes (BENCH_ARGS=..., see bench/README.md)"
+	@echo "  make bench-smoke  a 30-second run of the benchmarks with tiny sizes (what CI runs)"
+	@echo "Cleaning:"
+	@echo "  make clean        stop the embedded PostgreSQL, delete .venv, .pgdata, staticfiles and caches"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,10 +70,19 @@ run: demo
 	@echo "Serving on http://$(HOST):$(PORT)/  (API docs: /api/docs/, admin: /admin/)"
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-# Production-like: DEBUG off, gunicorn, static files from WhiteNoise (SSL redirect off on loopback).
-serve: demo
-	@$(WITH_DB) DEBUG=0 SECRET_KEY=$${SECRET_KEY:-local-serve-$$(hostname)-not-secret} SECURE_SSL_REDIRECT=0 \
-	  ALLOWED_HOSTS=$(HOST),localhost $(BIN)/gunicorn ledger_project.wsgi -w $${WEB_CONCURRENCY:-3} -b $(HOST):$(PORT)
+# Production-like: DEBUG off, gunicorn, static files from WhiteNoise. Everything it runs (migrate,
+# collectstatic, the demo data, gunicorn) runs with the same production environment: collectstatic
+# under DEBUG=0 writes the manifest that DEBUG=0 serving needs, and SECRET_KEY is set for each step.
+# SSL redirect off: gunicorn speaks plain HTTP on loopback.
+SERVE_ENV = DEBUG=0 SECRET_KEY="$${SECRET_KEY:-local-serve-$$(hostname)-not-secret}" SECURE_SSL_REDIRECT=0 \
+  ALLOWED_HOSTS="$${ALLOWED_HOSTS:-$(HOST),localhost}"
+
+serve: db
+	@$(WITH_DB) $(SERVE_ENV) $(BIN)/python manage.py migrate --noinput -v0
+	@$(WITH_DB) $(SERVE_ENV) $(BIN)/python manage.py collectstatic --noinput -v0
+	@$(WITH_DB) $(SERVE_ENV) $(BIN)/python manage.py ledger_demo
+	@echo "Serving on http://$(HOST):$(PORT)/ with DEBUG off (API docs: /api/docs/, admin: /admin/)"
+	@$(WITH_DB) $(SERVE_ENV) $(BIN)/gunicorn ledger_project.wsgi -w $${WEB_CONCURRENCY:-3} -b $(HOST):$(PORT)
 
 test: db
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py collectstatic --noinput -v0

@@ -15,8 +15,10 @@ row), so ``ledger_check`` holds on the bench database after every scenario.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -37,7 +39,7 @@ BALANCE_TABLE = "app_alpha_balance"
 # Every user the bench creates starts with this many alpha credits (one CREDIT_ADD entry), so
 # that CREDIT_SPEND of 1 never runs out during a run.
 SEED_BALANCE = 1_000_000_000
-# Connection options of the project (settings.py) so both sides run under the same timeouts.
+# The request timeouts of the project (RequestTimeoutsMiddleware), so both sides run under the same.
 PG_OPTIONS = "-c lock_timeout=5000 -c statement_timeout=30000"
 
 
@@ -122,7 +124,7 @@ def reset(url: str) -> None:
     with connect(url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE app_alpha_entry, app_alpha_balance, app_beta_entry, app_beta_balance, "
-            "authtoken_token, auth_user RESTART IDENTITY CASCADE"
+            "core_ledger_api_token, auth_user RESTART IDENTITY CASCADE"
         )
 
 
@@ -182,16 +184,18 @@ def create_history(url: str, user_id: int, count: int, *, span_seconds: int = 86
 
 
 def create_tokens(url: str, user_ids: Sequence[int]) -> list[str]:
-    """A DRF auth token per user (rest_framework.authtoken), in the order of ``user_ids``."""
+    """An API token per user, in the order of ``user_ids``: the table holds only each token's
+    SHA-256 digest, as ``core_ledger.services.tokens.token_create`` stores it; valid for a day."""
+    tokens = [secrets.token_urlsafe(32) for _ in user_ids]
+    digests = [hashlib.sha256(token.encode()).hexdigest() for token in tokens]
     with connect(url) as conn:
-        rows = conn.execute(
-            "INSERT INTO authtoken_token (key, user_id, created) "
-            "SELECT substr(md5(random()::text) || md5(random()::text), 1, 40), u, now() "
-            "FROM unnest(%s::bigint[]) AS u RETURNING user_id, key",
-            [list(user_ids)],
-        ).fetchall()
-    keys = dict(rows)
-    return [keys[u] for u in user_ids]
+        conn.execute(
+            "INSERT INTO core_ledger_api_token (digest, user_id, created, expiry) "
+            "SELECT d, u, now(), now() + interval '1 day' "
+            "FROM unnest(%s::text[], %s::bigint[]) AS t(d, u)",
+            [digests, list(user_ids)],
+        )
+    return tokens
 
 
 def analyze(url: str) -> None:

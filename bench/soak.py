@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
 
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
     from core_ledger.ledger import registry
     from core_ledger.services.operators import operator_grant
+    from core_ledger.testing import api_token
     from core_ledger.tests.reliability.helpers import (
         GunicornServer,
         snapshot,
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         staff = user_model.objects.create(username=f"soak-{run_id}-staff", is_staff=True)
         for ledger in registry:
             operator_grant(ledger=ledger, user=staff)
-        tokens = {u: Token.objects.create(user_id=u).key for u in users}
-        staff_token = Token.objects.create(user=staff).key
+        tokens = {u: api_token(u) for u in users}
+        staff_token = api_token(staff)
         baseline = snapshot(users).last_ids
         seed = int.from_bytes(os.urandom(4), "big")
 

@@ -284,3 +284,29 @@ def check_fixed_amount_settings() -> list[checks.CheckMessage]:
                     )
                 )
     return errors
+
+
+# Caches whose contents one worker process cannot share with another.
+_PROCESS_LOCAL_CACHES = {
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+}
+
+
+@checks.register()
+def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """With DEBUG off, throttle counters need a cache every worker shares (W001)."""
+    from django.conf import settings
+
+    backend = str(settings.CACHES.get("default", {}).get("BACKEND", ""))
+    if settings.DEBUG or backend not in _PROCESS_LOCAL_CACHES:
+        return []
+    return [
+        checks.Warning(
+            f"The default cache is process-local ({backend.rsplit('.', 1)[-1]}) while DEBUG is "
+            "off: every worker keeps its own throttle counters, so the API's rate limits "
+            "(including the token endpoint's) multiply by the number of workers.",
+            hint="Set CACHE_URL to a shared cache, e.g. redis://127.0.0.1:6379/0.",
+            id="core_ledger.W001",
+        )
+    ]

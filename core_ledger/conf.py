@@ -9,6 +9,7 @@ in :mod:`core_ledger.checks`, not by a 500 on the first post.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 
@@ -56,6 +57,31 @@ class AppSettings:
         (``DATABASE_ROUTERS``), which answer ``"default"`` when no router has an opinion."""
         value = self._setting("DATABASE", None)
         return str(value) if value else None
+
+    @property
+    def TOKEN_TTL(self) -> timedelta:
+        """How long an API token lives after it is issued. Default 10 hours.
+
+        A ``timedelta`` or a number of seconds.
+        """
+        value = self._setting("TOKEN_TTL", timedelta(hours=10))
+        if isinstance(value, timedelta):
+            return value
+        return timedelta(seconds=int(value))
+
+    @property
+    def REQUEST_STATEMENT_TIMEOUT_MS(self) -> int | None:
+        """``statement_timeout`` of a request's database session (ms; 0 = none; None = the
+        connection's own). Default 30000. Set by ``RequestTimeoutsMiddleware``."""
+        value = self._setting("REQUEST_STATEMENT_TIMEOUT_MS", 30_000)
+        return None if value is None else int(value)
+
+    @property
+    def REQUEST_LOCK_TIMEOUT_MS(self) -> int | None:
+        """``lock_timeout`` of a request's database session (ms; 0 = none; None = the
+        connection's own). Default 5000: a busy account answers 503 ``ledger_busy``."""
+        value = self._setting("REQUEST_LOCK_TIMEOUT_MS", 5_000)
+        return None if value is None else int(value)
 
     def raw(self, name: str) -> Any:
         """The setting as configured (for the system checks), or None when it is not set."""

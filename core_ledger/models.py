@@ -284,3 +284,29 @@ class AbstractLot(models.Model):
         return (
             f"lot #{self.pk}: {self.remaining}/{self.amount} until {self.expires_at:%Y-%m-%d %H:%M}"
         )
+
+
+class ApiToken(models.Model):
+    """An API token (``Authorization: Token <token>``) that expires and can be revoked.
+
+    Only the SHA-256 digest of the token is stored: a copy of this table lets nobody call the API.
+    The token itself is 256 random bits, so a plain (unsalted, fast) digest is enough to make it
+    unguessable from the digest, and it stays a unique, indexed, O(1) look-up. Revoking a token
+    deletes its row (``core_ledger.services.tokens``).
+    """
+
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ledger_api_tokens"
+    )
+    created = models.DateTimeField(editable=False)
+    expiry = models.DateTimeField(db_index=True, editable=False)
+
+    class Meta:
+        db_table = "core_ledger_api_token"
+        ordering = ["-created"]
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
+
+    def __str__(self) -> str:
+        return f"{self.digest[:8]}… ({self.user_id})"  # pyright: ignore[reportAttributeAccessIssue]  # the stubs' plugin adds user_id

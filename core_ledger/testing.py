@@ -110,3 +110,11 @@ def race(n: int, action: Callable[[int], Any], *, timeout: float = 60) -> list[A
         thread.join(timeout=timeout)
     assert not any(thread.is_alive() for thread in threads), "a racing thread hung"
     return results
+
+
+def api_token(user: AbstractBaseUser | int) -> str:
+    """A new API token of ``user`` (a user or an id), for ``Authorization: Token <token>``."""
+    from core_ledger.services.tokens import token_create
+
+    user_id = user if isinstance(user, int) else int(user.pk)
+    return token_create(user_id=user_id).token

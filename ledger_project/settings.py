@@ -44,7 +44,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -56,7 +55,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outermost but security: turns any HTML 404 under /api/ (DEBUG's page) into the JSON shape.
+    "ledger_project.middleware.ApiNotFoundMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise: static files never open a database connection.
+    "core_ledger.middleware.RequestTimeoutsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -111,12 +114,13 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     )
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The URL's own OPTIONS (e.g. ?sslmode=require&options=-c%20search_path%3Dledger) stay as given:
+# timeouts are not connection options, since migrate and long commands need other ones.
 DATABASES["default"].setdefault("OPTIONS", {})
 # A hot row must never hang a request: waits beyond these give a clean 503 (see exceptions.py).
-DATABASES["default"]["OPTIONS"]["options"] = (
-    f"-c lock_timeout={env.int('DB_LOCK_TIMEOUT_MS', default=5000)}"
-    f" -c statement_timeout={env.int('DB_STATEMENT_TIMEOUT_MS', default=30000)}"
-)
+# Requests only (core_ledger.middleware.RequestTimeoutsMiddleware); commands set their own.
+SHARED_LEDGER_REQUEST_LOCK_TIMEOUT_MS: int = env.int("DB_LOCK_TIMEOUT_MS", default=5000)
+SHARED_LEDGER_REQUEST_STATEMENT_TIMEOUT_MS: int = env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_shared_ledger")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -165,20 +169,29 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- REST framework ----------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    # Token first: an anonymous API call gets 401 with WWW-Authenticate, not 403.
+    # Token first: an anonymous API call gets 401 with WWW-Authenticate, not 403. Tokens are
+    # stored as digests, expire (API_TOKEN_TTL) and can be revoked (core_ledger.api.auth).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "core_ledger.api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's user and anon throttles, counted atomically so racing workers cannot let extra
+    # requests through (core_ledger.api.throttling).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.AnonRateThrottle",
+        "core_ledger.api.throttling.UserRateThrottle",
+        "core_ledger.api.throttling.AnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("API_THROTTLE_USER", default="600/min"),
         "anon": env.str("API_THROTTLE_ANON", default="60/min"),
+        # The token endpoint, per client address and per username (core_ledger.api.throttling):
+        # below the anonymous rate, so guessing passwords is slow whatever address is used.
+        "login": env.str("API_THROTTLE_LOGIN", default="10/min"),
     },
+    # Client addresses for throttling: with 0 (the default) the socket's address and never a
+    # client-sent X-Forwarded-For; behind N trusted proxies, the address the Nth one saw.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core_ledger.api.errors.exception_handler",
@@ -205,7 +218,24 @@ SPECTACULAR_SETTINGS = {
     "OAS_VERSION": "3.1.0",
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+def _cache_config(url: str) -> dict[str, object]:
+    """``CACHE_URL`` as a cache config (django-environ), e.g. ``redis://host:6379/0?key_prefix=sl``.
+
+    django-environ 0.14 lower-cases every query option for Django's ``RedisCache``, including the
+    top-level ones (``key_prefix``, ``timeout``, ``version``); Django wants those upper-case.
+    """
+    config: dict[str, object] = env.cache_url_config(url)
+    for key in ("key_prefix", "timeout", "version", "key_function"):
+        if key in config:
+            config[key.upper()] = config.pop(key)
+    return config
+
+
+# Throttle counters live here, so production needs a cache every worker and host shares (Redis,
+# Django's own RedisCache): CACHE_URL=redis://host:6379/0. The in-process default serves
+# `make run` and `make test`; with DEBUG off it raises the warning core_ledger.W001.
+CACHES = {"default": _cache_config(env.str("CACHE_URL", default="locmemcache://"))}
 
 # --- Shared Ledger ----------------------------------------------------------------------------
 # Fixed amounts per ledger, overriding each ledger declaration's defaults, e.g.
@@ -218,6 +248,8 @@ SHARED_LEDGER_FIXED_AMOUNTS: dict[str, dict[str, int]] = env.json(
 SHARED_LEDGER_EXPIRES_AFTER: dict[str, dict[str, int | None]] = env.json(
     "SHARED_LEDGER_EXPIRES_AFTER", default={}
 )
+# Lifetime of an API token from POST /api/auth/token/, in seconds (default 10 hours).
+SHARED_LEDGER_TOKEN_TTL: int = env.int("API_TOKEN_TTL", default=10 * 60 * 60)
 
 LOGGING = {
     "version": 1,

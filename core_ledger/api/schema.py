@@ -41,6 +41,9 @@ MAX_ID = 2**63 - 1
 
 # Every string a client sends is refused if it holds a NUL character (PostgreSQL cannot store one).
 NO_NUL_PATTERN = r"^[^\x00]*$"
+# A reason: no NUL, and a character that is neither white space in Python (str.strip) nor in
+# ECMA-262 regular expressions (\s, which adds the BOM), so that server and schema agree.
+REASON_PATTERN = r"^[^\x00]*[^\x00\s\x1c-\x1f\x85][^\x00]*$"
 # An idempotency key: 1-255 printable ASCII characters (space to tilde).
 IDEMPOTENCY_KEY_PATTERN = rf"^[\x20-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
 

@@ -21,7 +21,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.utils import html
 
-from core_ledger.api.schema import MAX_ID, NO_NUL_PATTERN
+from core_ledger.api.schema import MAX_ID, NO_NUL_PATTERN, REASON_PATTERN
 from core_ledger.exceptions import ValidationFailed
 from core_ledger.ledger import AnyLedger, Direction, Frequency, PostedBy, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, AbstractLedgerEntry
@@ -82,9 +82,11 @@ class StrictCharField(serializers.CharField):
 
     default_error_messages = {"invalid": "A string is required."}
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self, *, pattern: str = NO_NUL_PATTERN, message: str = "No NUL characters.", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self.validators.append(RegexValidator(NO_NUL_PATTERN, "No NUL characters."))
+        self.validators.append(RegexValidator(pattern, message))
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -283,7 +285,14 @@ class EntryCreateSerializer(serializers.Serializer[Any]):
 class ReverseSerializer(serializers.Serializer[Any]):
     """The body of a reversal: why the entry is being undone (kept as the reversal's description)."""
 
-    reason = StrictCharField(max_length=DESCRIPTION_MAX_LENGTH)
+    # Not trimmed, and the schema's pattern says what the service refuses: a reason needs a
+    # character other than white space (Python's, plus the BOM) and no NUL.
+    reason = StrictCharField(
+        max_length=DESCRIPTION_MAX_LENGTH,
+        trim_whitespace=False,
+        pattern=REASON_PATTERN,
+        message="Give a reason: at least one character that is not white space, and no NUL.",
+    )
 
 
 def _postable(ledger: AnyLedger) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from core_ledger.api.auth import LogoutAllView, LogoutView, TokenView
 from core_ledger.api.errors import error_body
 from core_ledger.api.views import (
     AllBalancesView,
@@ -26,7 +27,6 @@ from core_ledger.api.views import (
     LedgerViewMixin,
     MyBalanceView,
     SchemaView,
-    TokenView,
 )
 from core_ledger.ledger import AnyLedger, registry
 
@@ -69,6 +69,8 @@ def api_urlpatterns() -> Routes:
         path("ledgers/", LedgerListView.as_view(), name="api-ledgers"),
         path("balances/", AllBalancesView.as_view(), name="api-balances"),
         path("auth/token/", TokenView.as_view(), name="api-token"),
+        path("auth/logout/", LogoutView.as_view(), name="api-logout"),
+        path("auth/logout-all/", LogoutAllView.as_view(), name="api-logout-all"),
         path("schema/", SchemaView.as_view(), name="api-schema"),
         path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
         *[path(f"{ledger.label}/", include(ledger_urlpatterns(ledger))) for ledger in registry],

@@ -15,8 +15,6 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, status, viewsets
-from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
@@ -52,7 +50,6 @@ from core_ledger.api.serializers import (
     LedgerSerializer,
     MyBalanceSerializer,
     ReverseSerializer,
-    TokenSerializer,
     entry_create_serializer_for,
     entry_serializer_for,
     ledger_description,
@@ -126,33 +123,6 @@ class SchemaView(SpectacularAPIView):
         with self._lock:
             response: Response = super()._get_schema_response(request)  # type: ignore[no-untyped-call]
             return response
-
-
-class TokenView(ObtainAuthToken):
-    """Exchange a username and password for the caller's API token (created on first use)."""
-
-    # DRF's view opts out of throttling and of drf-spectacular; a password endpoint needs both.
-    throttle_classes = APIView.throttle_classes
-    schema = APIView.schema
-
-    @extend_schema(
-        tags=["auth"],
-        operation_id="auth_token_create",
-        # JSON, like every other body here. (DRF's view also parses form bodies; documenting
-        # three media types makes generated clients send all three at once.)
-        request={"application/json": AuthTokenSerializer},
-        parameters=RESPONSE_HEADERS,
-        responses={
-            200: TokenSerializer,
-            **errors(400, 413, 415, 429, 503),
-            # Wrong credentials are a 400 validation_error (DRF's ObtainAuthToken); a 401 only
-            # comes from an invalid Authorization header sent along.
-            401: errors(401)[401],
-        },
-        auth=[],
-    )
-    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().post(request, *args, **kwargs)
 
 
 # --- one ledger ----------------------------------------------------------------------------------

@@ -21,9 +21,15 @@ from django.db import DatabaseError
 from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
+from core_ledger.db_timeouts import timeouts_apply
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import AnyLedger, registry
 from core_ledger.selectors import user_get, username_field
+
+# Timeouts of commands that read a whole ledger (ledger_verify, ledger_export): hours, not the
+# seconds of a request; still bounded so a forgotten job cannot hold a snapshot for days.
+LONG_STATEMENT_TIMEOUT_MS = 6 * 60 * 60 * 1000
+LONG_LOCK_TIMEOUT_MS = 60 * 1000
 
 
 def _known() -> str:
@@ -40,6 +46,11 @@ class LedgerCommand(BaseCommand):
     """
 
     ledger_required = True
+    #: This command's ``statement_timeout`` and ``lock_timeout`` in ms (0 = none). ``None``
+    #: leaves the connection's own (``DATABASE_URL`` options, the server's defaults): request
+    #: timeouts never apply to commands. Long-running commands set long ones.
+    statement_timeout_ms: int | None = None
+    lock_timeout_ms: int | None = None
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         # Keep the line breaks of the examples in ``help``.
@@ -65,6 +76,7 @@ class LedgerCommand(BaseCommand):
 
     def execute(self, *args: Any, **options: Any) -> Any:
         try:
+            timeouts_apply(statement_ms=self.statement_timeout_ms, lock_ms=self.lock_timeout_ms)
             return super().execute(*args, **options)
         except LedgerError as exc:
             # One line: the stable code, then the human message.

@@ -40,7 +40,7 @@ def entry_reverse(
             "You may not reverse entries in this ledger (it takes the reverse_entry permission)."
         )
     reason = clean_text(reason or "", name="reason", max_length=DESCRIPTION_MAX_LENGTH).strip()
-    if not reason:
+    if not reason.strip("\ufeff \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0"):
         raise ValidationFailed(
             "A reason is required to reverse an entry.",
             reason=["This field is required."],

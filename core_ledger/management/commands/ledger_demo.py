@@ -104,11 +104,13 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Demo data ready: {len(users)} users, {posted} new entries.")
         )
-        self.stdout.write(f"Staff login for /admin/: {admin.get_username()} / {password}")
+        self.stdout.write(
+            f"Staff login for /admin/: {admin.get_username()} / {password} (user id {admin.pk})"
+        )
         self.stdout.write(
             "Demo users: "
             + ", ".join(
-                f"{u.get_username()} / {name}-demo"
+                f"{u.get_username()} / {name}-demo (id {u.pk})"
                 for u, name in zip(users, DEMO_USERS, strict=True)
             )
         )

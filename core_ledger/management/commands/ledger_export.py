@@ -12,7 +12,11 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from core_ledger.management.base import LedgerCommand
+from core_ledger.management.base import (
+    LONG_LOCK_TIMEOUT_MS,
+    LONG_STATEMENT_TIMEOUT_MS,
+    LedgerCommand,
+)
 from core_ledger.selectors import entry_list, username_field
 
 COLUMNS = (
@@ -61,6 +65,10 @@ Examples:
   python manage.py ledger_export --ledger alpha --user-id 42
   python manage.py ledger_export --ledger alpha --since 2026-11-27T08:00:00Z --format jsonl
 """
+
+    # Streams a whole ledger: each fetch of the server-side cursor may take a while.
+    statement_timeout_ms = LONG_STATEMENT_TIMEOUT_MS
+    lock_timeout_ms = LONG_LOCK_TIMEOUT_MS
 
     def add_ledger_arguments(self, parser: CommandParser) -> None:
         self.add_user_arguments(parser, required=False, what="only this user's entries")

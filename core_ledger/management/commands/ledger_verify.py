@@ -6,7 +6,11 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from core_ledger.management.base import LedgerCommand
+from core_ledger.management.base import (
+    LONG_LOCK_TIMEOUT_MS,
+    LONG_STATEMENT_TIMEOUT_MS,
+    LedgerCommand,
+)
 from core_ledger.selectors import ledger_check
 
 
@@ -22,6 +26,9 @@ Examples:
 """
 
     ledger_required = False
+    # One aggregate over every entry: it may run long on a big ledger.
+    statement_timeout_ms = LONG_STATEMENT_TIMEOUT_MS
+    lock_timeout_ms = LONG_LOCK_TIMEOUT_MS
 
     def handle(self, *args: Any, **options: Any) -> None:
         total = 0

@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from core_ledger.ledger import AnyLedger
-from core_ledger.testing import make_user
+from core_ledger.testing import api_token, make_user
 
 PASSWORD = "pw-for-tests"
 
@@ -28,8 +27,7 @@ def _fresh_throttle_history() -> Iterator[None]:
 def token_client(user: Any) -> APIClient:
     """A client that sends ``Authorization: Token <key>`` like an API consumer."""
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

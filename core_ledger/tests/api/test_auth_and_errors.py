@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
+from django.test import override_settings
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
 from core_ledger.ledger import AnyLedger
+from core_ledger.models import ApiToken
 from core_ledger.selectors import balance_get
+from core_ledger.services.tokens import token_digest
 from core_ledger.testing import make_user, set_balance
 from core_ledger.tests.api.conftest import PASSWORD, error_code, session_client, token_client, url
 
@@ -64,7 +66,7 @@ def test_token_endpoint(ledger: AnyLedger, user: Any) -> None:
     )
     assert response.status_code == 200
     token = response.json()["token"]
-    assert Token.objects.get(user=user).key == token
+    assert ApiToken.objects.get(user=user).digest == token_digest(token)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     me = client.get(url(ledger, "balance/"))
     assert me.status_code == 200 and me.json()["user"] == user.pk
@@ -188,18 +190,18 @@ def test_locked_balance_row_is_503_ledger_busy(ledger: AnyLedger) -> None:
     try:
         assert locked.wait(timeout=10)
         count = ledger.entry_model.objects.count()
-        with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '200ms'")
-        response = client.post(
-            url(ledger, "entries/"), {"operation": "CREDIT_SPEND", "amount": 5}, format="json"
-        )
+        # The request's own lock timeout (DB_LOCK_TIMEOUT_MS), shortened for the test.
+        with override_settings(SHARED_LEDGER_REQUEST_LOCK_TIMEOUT_MS=200):
+            response = client.post(
+                url(ledger, "entries/"), {"operation": "CREDIT_SPEND", "amount": 5}, format="json"
+            )
         assert response.status_code == 503
         assert error_code(response) == "ledger_busy"
         assert ledger.entry_model.objects.count() == count
     finally:
         release.set()
         thread.join(timeout=30)
-        connection.close()  # drop the session's lock_timeout
+        connection.close()  # drop the session's request timeouts
     assert balance_get(ledger=ledger, user_id=user.pk) == 20
 
 

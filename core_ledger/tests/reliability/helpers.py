@@ -12,10 +12,10 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from core_ledger.ledger import AnyLedger, registry
+from core_ledger.testing import api_token
 
 WAIT_SECONDS = 20.0
 
@@ -149,8 +149,7 @@ def make_operator(user: Any) -> None:
 
 def token_client(user: Any) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

@@ -353,14 +353,14 @@ def test_backend_of_a_gunicorn_worker_killed_mid_request_is_a_503_and_the_retry_
     the balance row (its entry INSERT is blocked by a table lock); the client gets a clean 503,
     nothing is written, and the client's retry with the same key posts exactly once."""
     import httpx
-    from rest_framework.authtoken.models import Token
 
     from core_ledger.ledger import registry
+    from core_ledger.testing import api_token
     from core_ledger.tests.reliability.helpers import GunicornServer
 
     ledger = registry.get(registry.labels()[0])
     user = fast_user()
-    token = Token.objects.create(user=user).key
+    token = api_token(user)
     headers = {"Authorization": f"Token {token}", "Idempotency-Key": "killed-mid-request"}
     body = {"operation": Op.CREDIT_SPEND, "amount": 9}
     entry_table = ledger.entry_model._meta.db_table

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
 
 from core_ledger.ledger import registry
+from core_ledger.testing import api_token
 from core_ledger.tests.reliability.helpers import (
     GunicornServer,
     fast_user,
@@ -67,8 +67,8 @@ def test_processes_on_hot_users_lose_nothing_and_invent_nothing(figures: Any) ->
 def test_gunicorn_workers_under_concurrent_clients_lose_nothing(figures: Any) -> None:
     users = [fast_user().pk for _ in range(3)]
     staff = fast_user(staff=True)
-    tokens = {u: Token.objects.create(user_id=u).key for u in users}
-    staff_token = Token.objects.create(user=staff).key
+    tokens = {u: api_token(u) for u in users}
+    staff_token = api_token(staff)
     baseline = snapshot(users).last_ids
     seed = int.from_bytes(os.urandom(4), "big")
     with GunicornServer(connection.settings_dict["NAME"], workers=3) as server:

@@ -283,7 +283,13 @@ def _production_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in {"SECRET_KEY", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "ALLOWED_HOSTS"}
     }
-    env.update(DEBUG="0", ALLOWED_HOSTS="ledger.example.com", **extra)
+    # A shared cache, as production has (a process-local one is warning core_ledger.W001).
+    env.update(
+        DEBUG="0",
+        ALLOWED_HOSTS="ledger.example.com",
+        CACHE_URL="redis://127.0.0.1:6379/5",
+        **extra,
+    )
     return env
 
 
