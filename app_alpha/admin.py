@@ -2,8 +2,9 @@
 
 from django.contrib import admin
 
-from app_alpha.models import AlphaBalance, AlphaEntry
-from core_ledger.admin import BalanceAdmin, EntryAdmin
+from app_alpha.models import AlphaBalance, AlphaEntry, AlphaLot
+from core_ledger.admin import BalanceAdmin, EntryAdmin, LotAdmin
 
 admin.site.register(AlphaEntry, EntryAdmin)
 admin.site.register(AlphaBalance, BalanceAdmin)
+admin.site.register(AlphaLot, LotAdmin)

@@ -1,6 +1,8 @@
 """Alpha's ledger declaration: its models, and the rules of its own operations."""
 
-from app_alpha.models import AlphaBalance, AlphaEntry
+from datetime import timedelta
+
+from app_alpha.models import AlphaBalance, AlphaEntry, AlphaLot
 from app_alpha.operations import AlphaOperation
 from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
 
@@ -10,6 +12,7 @@ ledger: Ledger[AlphaEntry, AlphaBalance, AlphaOperation] = Ledger(
     entry_model=AlphaEntry,
     balance_model=AlphaBalance,
     operations=AlphaOperation,
+    lot_model=AlphaLot,
     rules={
         AlphaOperation.GAME_WIN: OperationRule(Direction.CREDIT, PostedBy.STAFF),
         AlphaOperation.GAME_ENTRY_FEE: OperationRule(Direction.DEBIT, PostedBy.USER),
@@ -18,4 +21,6 @@ ledger: Ledger[AlphaEntry, AlphaBalance, AlphaOperation] = Ledger(
         AlphaOperation.SIGNUP_CREDIT: 100,
         AlphaOperation.DAILY_REWARD: 10,
     },
+    # "10 credits a day, valid for a week"; other credits never expire unless a post says so.
+    expires_after={AlphaOperation.DAILY_REWARD: timedelta(days=7)},
 )

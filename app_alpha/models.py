@@ -4,6 +4,8 @@ from app_alpha.operations import AlphaOperation
 from core_ledger.models import (
     AbstractBalance,
     AbstractLedgerEntry,
+    AbstractLot,
+    lot_entry_field,
     operation_check,
     operation_field,
 )
@@ -26,3 +28,11 @@ class AlphaBalance(AbstractBalance):
     class Meta(AbstractBalance.Meta):
         db_table = "app_alpha_balance"
         verbose_name = "alpha balance"
+
+
+class AlphaLot(AbstractLot):
+    entry = lot_entry_field(AlphaEntry)
+
+    class Meta(AbstractLot.Meta):
+        db_table = "app_alpha_lot"
+        verbose_name = "alpha lot"

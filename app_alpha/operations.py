@@ -12,6 +12,7 @@ class AlphaOperation(LedgerOperation):
     CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
     CREDIT_ADD = "CREDIT_ADD", _("Credit add")
     REVERSAL = "REVERSAL", _("Reversal")
+    EXPIRY = "EXPIRY", _("Expiry")
     # Alpha's own.
     GAME_WIN = "GAME_WIN", _("Game win")
     GAME_ENTRY_FEE = "GAME_ENTRY_FEE", _("Game entry fee")

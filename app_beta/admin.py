@@ -2,8 +2,9 @@
 
 from django.contrib import admin
 
-from app_beta.models import BetaBalance, BetaEntry
-from core_ledger.admin import BalanceAdmin, EntryAdmin
+from app_beta.models import BetaBalance, BetaEntry, BetaLot
+from core_ledger.admin import BalanceAdmin, EntryAdmin, LotAdmin
 
 admin.site.register(BetaEntry, EntryAdmin)
 admin.site.register(BetaBalance, BalanceAdmin)
+admin.site.register(BetaLot, LotAdmin)

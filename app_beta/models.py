@@ -4,6 +4,8 @@ from app_beta.operations import BetaOperation
 from core_ledger.models import (
     AbstractBalance,
     AbstractLedgerEntry,
+    AbstractLot,
+    lot_entry_field,
     operation_check,
     operation_field,
 )
@@ -26,3 +28,11 @@ class BetaBalance(AbstractBalance):
     class Meta(AbstractBalance.Meta):
         db_table = "app_beta_balance"
         verbose_name = "beta balance"
+
+
+class BetaLot(AbstractLot):
+    entry = lot_entry_field(BetaEntry)
+
+    class Meta(AbstractLot.Meta):
+        db_table = "app_beta_lot"
+        verbose_name = "beta lot"

@@ -12,6 +12,7 @@ class BetaOperation(LedgerOperation):
     CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
     CREDIT_ADD = "CREDIT_ADD", _("Credit add")
     REVERSAL = "REVERSAL", _("Reversal")
+    EXPIRY = "EXPIRY", _("Expiry")
     # Beta's own.
     REFERRAL_BONUS = "REFERRAL_BONUS", _("Referral bonus")
     PURCHASE = "PURCHASE", _("Purchase")

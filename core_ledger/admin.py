@@ -26,6 +26,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -35,6 +36,7 @@ from core_ledger.ledger import AnyLedger, PostedBy, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, IDEMPOTENCY_KEY_MAX_LENGTH
 from core_ledger.operations import SharedOperation
 from core_ledger.selectors import (
+    available_get,
     balance_get,
     balances_for_user,
     ledger_totals,
@@ -136,6 +138,11 @@ class PostEntryForm(forms.Form):
         required=False,
         help_text="Optional: a resubmission with the same key posts nothing new.",
     )
+    expires_at = forms.DateTimeField(
+        required=False,
+        help_text="Credits only: when these credits lapse (e.g. 2027-01-31 00:00). Empty: the "
+        "operation's lifetime, or never.",
+    )
 
     def __init__(self, *args: Any, ledger: AnyLedger, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -207,8 +214,20 @@ class EntryAdmin(LedgerModelAdmin):
         "reverses",
         "reversed_by_link",
         "created_by",
+        "expires_at",
+        "drawn_from",
     )
     readonly_fields = fields
+
+    @admin.display(description="lots moved")
+    def drawn_from(self, obj: Any) -> str:
+        """Which lots the entry drew from (debits) or gave back to (reversals), in order."""
+        if not obj.lot_moves:
+            return "—"
+        return ", ".join(
+            f"{delta:+d} {'never-expiring credits' if lot is None else f'lot #{lot}'}"
+            for lot, delta in obj.lot_moves
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         # The reversing entry's id in the page's own query (the unique index on reverses_id),
@@ -330,6 +349,7 @@ class EntryAdmin(LedgerModelAdmin):
                         actor=request.user,
                         idempotency_key=data["idempotency_key"] or None,
                         description=data["description"],
+                        expires_at=data["expires_at"],
                     )
                 except LedgerError as exc:
                     form.add_ledger_error(exc)
@@ -372,15 +392,30 @@ class EntryAdmin(LedgerModelAdmin):
 class BalanceAdmin(LedgerModelAdmin):
     """Balances of one ledger, largest first, with the ledger's totals above the list."""
 
-    list_display = ("user", "balance", "updated_at", "entries_link")
+    list_display = ("user", "balance", "available", "next_expiry", "updated_at", "entries_link")
     list_select_related = ("user",)
     ordering = ("-balance", "user_id")
-    sortable_by = ("user", "balance", "updated_at")
+    sortable_by = ("user", "balance", "next_expiry", "updated_at")
     list_per_page = 100
     show_full_result_count = False
     change_list_template = "admin/core_ledger/balance_change_list.html"
-    fields = ("user", "balance", "updated_at", "entries_link")
+    fields = (
+        "user",
+        "balance",
+        "available",
+        "lot_credits",
+        "next_expiry",
+        "updated_at",
+        "entries_link",
+    )
     readonly_fields = fields
+
+    @admin.display(description="available")
+    def available(self, obj: Any) -> int:
+        """The balance, less credits expired but not yet written down (a read only then)."""
+        if obj.next_expiry is None or obj.next_expiry > timezone.now():
+            return int(obj.balance)
+        return available_get(ledger=self.get_ledger(), user_id=obj.user_id)
 
     @admin.display(description="entries")
     def entries_link(self, obj: Any) -> str:
@@ -392,6 +427,35 @@ class BalanceAdmin(LedgerModelAdmin):
     ) -> HttpResponse:
         context = {"totals": ledger_totals(ledger=self.get_ledger()), **(extra_context or {})}
         return super().changelist_view(request, extra_context=context)
+
+
+# --- lots ---------------------------------------------------------------------------------------
+
+
+class LotAdmin(LedgerModelAdmin):
+    """Read-only lots of one ledger: what is left of each expiring credit, and until when."""
+
+    list_display = ("entry_link", "user", "amount", "remaining", "expires_at", "state")
+    list_select_related = ("user",)
+    list_filter = (("expires_at", admin.DateFieldListFilter),)
+    ordering = ("expires_at", "entry_id")
+    list_per_page = 100
+    show_full_result_count = False
+    fields = ("entry_link", "user", "amount", "remaining", "expires_at", "state")
+    readonly_fields = fields
+
+    @admin.display(description="credit entry", ordering="entry_id")
+    def entry_link(self, obj: Any) -> str:
+        url = admin_url(self.get_ledger().entry_model, "change", obj.entry_id)
+        return format_html('<a href="{}">#{}</a>', url, obj.entry_id) if url else f"#{obj.entry_id}"
+
+    @admin.display(description="state")
+    def state(self, obj: Any) -> str:
+        if obj.remaining == 0:
+            return "used up or written down"
+        if obj.expires_at <= timezone.now():
+            return "expired (EXPIRY not written yet)"
+        return "open"
 
 
 # --- users: a ledger panel on the change page ---------------------------------------------------

@@ -10,6 +10,8 @@ Each has its own id, a message and a hint (README "System checks"):
 - E021: an own operation without a rule;
 - E030: a fixed amount (declaration or ``SHARED_LEDGER_FIXED_AMOUNTS``) that is not a positive
   integer;
+- E031: a lifetime (declaration ``expires_after`` or ``SHARED_LEDGER_EXPIRES_AFTER``) that is
+  not a positive duration, or that is given to an operation that is not a credit;
 - E040: two ledgers with one label;
 - E050/E051/E052: a concrete model whose ``Meta`` dropped a constraint, index or trigger of the
   core's (the guards behind idempotency, once-a-day, non-negative and append-only).
@@ -18,13 +20,14 @@ Each has its own id, a message and a hint (README "System checks"):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.core import checks
 from django.db import models
 
 from core_ledger.conf import app_settings
-from core_ledger.ledger import SHARED_RULES, AnyLedger, registry
+from core_ledger.ledger import SHARED_RULES, AnyLedger, Direction, registry
 from core_ledger.models import AbstractBalance, AbstractLedgerEntry
 from core_ledger.operations import LedgerOperation, shared_members_problem
 
@@ -101,6 +104,52 @@ def _fixed_amount_errors(ledger: AnyLedger) -> list[checks.CheckMessage]:
     return errors
 
 
+def _lifetime_errors(ledger: AnyLedger) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for op, lifetime in ledger.expires_after.items():
+        rule = ledger.operation_rules.get(str(op))
+        if not isinstance(lifetime, timedelta) or lifetime <= timedelta(0):
+            problem = f"lifetime of {op} is {lifetime!r}, not a positive timedelta"
+        elif rule is None or rule.direction is not Direction.CREDIT:
+            problem = f"{op} has a lifetime but is not a credit operation"
+        else:
+            continue
+        errors.append(
+            _error(ledger, problem + ".", "e.g. expires_after={Op.X: timedelta(days=7)}", "E031")
+        )
+    return errors
+
+
+def check_lifetime_settings() -> list[checks.CheckMessage]:
+    """``SHARED_LEDGER_EXPIRES_AFTER``: per ledger, per credit operation, seconds or None."""
+    raw = app_settings.raw("EXPIRES_AFTER")
+    if raw is None:
+        return []
+    hint = 'e.g. SHARED_LEDGER_EXPIRES_AFTER = {"alpha": {"DAILY_REWARD": 604800}}'
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        return [
+            checks.Error(
+                "SHARED_LEDGER_EXPIRES_AFTER must map ledger labels to {operation: seconds}.",
+                hint=hint,
+                id="core_ledger.E031",
+            )
+        ]
+    errors: list[checks.CheckMessage] = []
+    for label, lifetimes in raw.items():
+        for op, seconds in lifetimes.items():
+            if seconds is not None and not _is_amount(seconds):
+                errors.append(
+                    _error(
+                        str(label),
+                        f"SHARED_LEDGER_EXPIRES_AFTER gives {op} {seconds!r}, not a positive "
+                        "number of seconds or None.",
+                        hint,
+                        "E031",
+                    )
+                )
+    return errors
+
+
 @checks.register()
 def check_ledgers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
@@ -117,6 +166,7 @@ def check_ledgers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
             )
         )
     errors.extend(check_fixed_amount_settings())
+    errors.extend(check_lifetime_settings())
     return errors
 
 
@@ -189,6 +239,7 @@ def check_ledger(ledger: AnyLedger) -> list[checks.CheckMessage]:
             )
         )
     errors.extend(_fixed_amount_errors(ledger))
+    errors.extend(_lifetime_errors(ledger))
     if isinstance(ledger.entry_model, type) and issubclass(ledger.entry_model, AbstractLedgerEntry):
         field = ledger.entry_model._meta.get_field("operation")
         choices = {value for value, _ in (getattr(field, "choices", None) or [])}

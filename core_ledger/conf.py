@@ -34,6 +34,16 @@ class AppSettings:
         return value if isinstance(value, Mapping) else {}
 
     @property
+    def EXPIRES_AFTER(self) -> Mapping[str, Mapping[str, Any]]:
+        """Per ledger label, per credit operation: seconds its credits last (None: never).
+
+        Overrides the declaration's ``expires_after``, e.g. ``{"alpha": {"DAILY_REWARD": 86400}}``.
+        Default ``{}``.
+        """
+        value = self._setting("EXPIRES_AFTER", {})
+        return value if isinstance(value, Mapping) else {}
+
+    @property
     def PREPARED_STATEMENTS(self) -> bool:
         """Run the post's statements as server-side prepared statements. Default ``True``.
 

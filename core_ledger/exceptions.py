@@ -72,6 +72,22 @@ class ReversalNotReversible(LedgerError):
     default_message = "A reversal cannot itself be reversed; post a new entry instead."
 
 
+class CannotReverseExpiry(LedgerError):
+    """An EXPIRY entry records that credits lapsed; it is not undone by a reversal."""
+
+    code = "cannot_reverse_expiry"
+    status = 409
+    default_message = "An expiry cannot be reversed; grant new credits instead."
+
+
+class CreditsAlreadyUsed(LedgerError):
+    """Reversing an expiring credit takes back its lot, which must still be whole."""
+
+    code = "credits_already_used"
+    status = 409
+    default_message = "Some of these credits were already spent or expired."
+
+
 class IdempotencyKeyReused(LedgerError):
     code = "idempotency_key_reused"
     status = 422

@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, router
@@ -34,7 +35,7 @@ from core_ledger.exceptions import UnknownLedger, ValidationFailed
 from core_ledger.operations import LedgerOperation, SharedOperation
 
 if TYPE_CHECKING:
-    from core_ledger.models import AbstractBalance, AbstractLedgerEntry
+    from core_ledger.models import AbstractBalance, AbstractLedgerEntry, AbstractLot
 
 EntryT = TypeVar("EntryT", bound="AbstractLedgerEntry")
 BalanceT = TypeVar("BalanceT", bound="AbstractBalance")
@@ -93,6 +94,9 @@ SHARED_RULES: Mapping[str, OperationRule] = {
     SharedOperation.CREDIT_SPEND.value: OperationRule(Direction.DEBIT, PostedBy.USER),
     SharedOperation.CREDIT_ADD.value: OperationRule(Direction.CREDIT, PostedBy.STAFF),
     SharedOperation.REVERSAL.value: OperationRule(None, PostedBy.SYSTEM),
+    # Written by the ledger itself when a lot's expires_at passes (ledger_expire, or before the
+    # user's next write): a debit of what was left in the lot.
+    SharedOperation.EXPIRY.value: OperationRule(Direction.DEBIT, PostedBy.SYSTEM),
 }
 
 DEFAULT_FIXED_AMOUNTS: Mapping[str, int] = {
@@ -110,8 +114,10 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
     entry_model: type[EntryT]
     balance_model: type[BalanceT]
     operations: type[OpT]
+    lot_model: type[AbstractLot]
     rules: Mapping[OpT, OperationRule] = field(default_factory=dict)
     fixed_amounts: Mapping[OpT, int] = field(default_factory=dict)
+    expires_after: Mapping[OpT, timedelta] = field(default_factory=dict)
     _all_rules: dict[str, OperationRule] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -167,6 +173,26 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
             return int(declared[key])
         return DEFAULT_FIXED_AMOUNTS.get(key)
 
+    def lifetime(self, operation: str) -> timedelta | None:
+        """How long a credit of ``operation`` lasts when the post gives no ``expires_at``.
+
+        ``SHARED_LEDGER_EXPIRES_AFTER[label][operation]`` (seconds, or None: never) first, then
+        the declaration's ``expires_after``; None means the credits never expire.
+        """
+        key = str(operation)
+        if self._all_rules[key].direction is not Direction.CREDIT:
+            return None
+        configured = app_settings.EXPIRES_AFTER.get(self.label, {})
+        if isinstance(configured, Mapping) and key in configured:
+            seconds = configured[key]
+            if seconds is None:
+                return None
+            if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0:
+                return timedelta(seconds=seconds)
+            # Anything else is reported by system check E031 and ignored here.
+        declared = {str(op): lifetime for op, lifetime in self.expires_after.items()}
+        return declared.get(key)
+
     # --- where it lives -------------------------------------------------------------------------
 
     @property
@@ -196,13 +222,14 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
     @property
     def operator_permissions(self) -> tuple[str, ...]:
         """What ``ledger_operators --grant`` gives: the three rights and the admin's view pages."""
-        entry, balance = self.entry_model._meta.model_name, self.balance_model._meta.model_name
         return (
             self.post_permission,
             self.reverse_permission,
             self.view_all_permission,
-            f"{self.app_label}.view_{entry}",
-            f"{self.app_label}.view_{balance}",
+            *(
+                f"{self.app_label}.view_{model._meta.model_name}"
+                for model in (self.entry_model, self.balance_model, self.lot_model)
+            ),
         )
 
 
@@ -236,7 +263,7 @@ class LedgerRegistry:
 
     def for_model(self, model: type[Any]) -> AnyLedger:
         for ledger in self._ledgers.values():
-            if model in (ledger.entry_model, ledger.balance_model):
+            if model in (ledger.entry_model, ledger.balance_model, ledger.lot_model):
                 return ledger
         raise UnknownLedger(f"No ledger uses {model.__name__}.")
 

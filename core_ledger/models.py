@@ -8,10 +8,12 @@ once-per-user. ``core_ledger.services`` is the only code that writes these table
 
 from __future__ import annotations
 
+from typing import Any
+
 import pgtrigger
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from core_ledger.operations import LedgerOperation, SharedOperation
 
@@ -96,6 +98,19 @@ class AbstractLedgerEntry(models.Model):
         help_text="Set by the database after the balance row is locked, so it orders like id."
     )
     day = models.DateField(help_text="UTC date of created_at; daily rewards are unique per day.")
+    expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the credits of this entry lapse (an expiring credit is a lot); null: never.",
+    )
+    lot_moves = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="How this entry moved lots: [[lot entry id or null for credits that never "
+        "expire, signed credits]]; null when it moved no lot. Debits draw (negative), reversals "
+        "of debits give back (positive), EXPIRY empties its lot.",
+    )
 
     class Meta:
         abstract = True
@@ -123,6 +138,10 @@ class AbstractLedgerEntry(models.Model):
                 condition=Q(operation=SharedOperation.REVERSAL, reverses__isnull=False)
                 | (~Q(operation=SharedOperation.REVERSAL) & Q(reverses__isnull=True)),
                 name="%(app_label)s_%(class)s_reversal_has_target",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(amount__gt=0),
+                name="%(app_label)s_%(class)s_expiry_on_credits",
             ),
             models.UniqueConstraint(
                 fields=["user", "idempotency_key"],
@@ -176,6 +195,16 @@ class AbstractBalance(models.Model):
         related_name="%(app_label)s_%(class)s",
     )
     balance = models.BigIntegerField(default=0)
+    lot_credits = models.BigIntegerField(
+        default=0,
+        db_default=0,  # raw INSERTs of a balance row (the posting SQL) need not name it
+        help_text="Credits left in the user's lots (expiring credits), within balance.",
+    )
+    next_expiry = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The soonest expires_at of a lot with credits left; null when none.",
+    )
     updated_at = models.DateTimeField(help_text="When the last entry moved this balance.")
     user_id: int  # Django adds the column attribute; declared for checkers without the mypy plugin
 
@@ -185,10 +214,76 @@ class AbstractBalance(models.Model):
             models.CheckConstraint(
                 condition=Q(balance__gte=0), name="%(app_label)s_%(class)s_nonneg"
             ),
+            models.CheckConstraint(
+                condition=Q(lot_credits__gte=0) & Q(lot_credits__lte=F("balance")),
+                name="%(app_label)s_%(class)s_lots_within_balance",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.balance}"
+
+
+def lot_entry_field(entry_model: type[AbstractLedgerEntry]) -> models.OneToOneField[Any, Any]:
+    """The concrete lot model's ``entry``: the expiring credit the lot was made by."""
+    return models.OneToOneField(
+        entry_model,
+        on_delete=models.PROTECT,
+        primary_key=True,
+        related_name="lot",
+        help_text="The expiring credit entry this lot holds the credits of.",
+    )
+
+
+class AbstractLot(models.Model):
+    """The credits left from one expiring credit entry, spent soonest-expiring first.
+
+    ``remaining`` is the only value that changes, and only under the user's balance row lock
+    (``core_ledger.services``); which debits drew from a lot is on their ``lot_moves``
+    (append-only, on the entries). The concrete model adds ``entry = lot_entry_field(Entry)``.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="%(app_label)s_%(class)s_lots",
+        db_index=False,  # the partial (user, expires_at) index serves every read
+    )
+    amount = models.BigIntegerField(help_text="Credits the lot started with.")
+    remaining = models.BigIntegerField(help_text="Credits left; 0 once spent or expired.")
+    expires_at = models.DateTimeField(help_text="From this moment its credits cannot be spent.")
+
+    class Meta:
+        abstract = True
+        ordering = ["expires_at", "entry_id"]
+        indexes = [
+            # A user's open lots, soonest first: the draw order and "available".
+            models.Index(
+                fields=["user", "expires_at"],
+                condition=Q(remaining__gt=0),
+                name="%(app_label)s_%(class)s_open",
+            ),
+            # Lots due to expire, for ledger_expire.
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(remaining__gt=0),
+                name="%(app_label)s_%(class)s_due",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(remaining__gte=0) & Q(remaining__lte=F("amount")) & Q(amount__gt=0),
+                name="%(app_label)s_%(class)s_remaining_within_amount",
+            ),
+        ]
+        triggers = [
+            pgtrigger.Protect(name="lot_kept", operation=pgtrigger.Delete),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"lot #{self.pk}: {self.remaining}/{self.amount} until {self.expires_at:%Y-%m-%d %H:%M}"
+        )
 
 
 class ApiToken(models.Model):

@@ -9,6 +9,7 @@ An app writes its operations as a plain class that mypy and pyright both read::
         CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
         CREDIT_ADD = "CREDIT_ADD", _("Credit add")
         REVERSAL = "REVERSAL", _("Reversal")
+        EXPIRY = "EXPIRY", _("Expiry")
         # The app's own, appended (never reorder or relabel: it makes a migration).
         GAME_WIN = "GAME_WIN", _("Game win")
 
@@ -39,6 +40,7 @@ class SharedOperation(LedgerOperation):
     CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
     CREDIT_ADD = "CREDIT_ADD", _("Credit add")
     REVERSAL = "REVERSAL", _("Reversal")
+    EXPIRY = "EXPIRY", _("Expiry")
 
 
 def shared_members_problem(operations: type[LedgerOperation]) -> str | None:

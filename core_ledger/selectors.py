@@ -6,6 +6,7 @@ A balance is one indexed row read whatever the history length; a past balance is
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,9 +14,10 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import connections
 from django.db.models import Count, Q, QuerySet, Sum
+from django.utils.dateparse import parse_datetime
 
 from core_ledger.ledger import AnyLedger, BalanceT, EntryT, Ledger, registry
-from core_ledger.services.sql import tables
+from core_ledger.services.sql import quote_name, tables
 
 
 def balance_get(*, ledger: AnyLedger, user_id: int) -> int:
@@ -45,12 +47,32 @@ def balance_at(*, ledger: AnyLedger, user_id: int, at: datetime) -> int:
 
 
 @dataclass(frozen=True)
+class ExpiringLot:
+    """Credits of one lot that are still spendable, and when they lapse."""
+
+    entry: int
+    amount: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class BalanceSnapshot:
-    """A user's balance now or at a past moment, and when it last moved (None: never)."""
+    """A user's balance now or at a past moment, and when it last moved (None: never).
+
+    ``available`` is what the user can spend now: ``balance`` minus credits whose lots have
+    expired but whose EXPIRY entry is not written yet. ``expiring``: the unexpired lots with
+    credits left, soonest first (at most ``EXPIRING_SHOWN``). At a past moment both follow the
+    entries: ``available`` is the balance then and ``expiring`` is empty.
+    """
 
     user_id: int
     balance: int
     updated_at: datetime | None
+    available: int = 0
+    expiring: tuple[ExpiringLot, ...] = ()
+
+
+EXPIRING_SHOWN = 100
 
 
 def balance_snapshot(
@@ -58,24 +80,61 @@ def balance_snapshot(
 ) -> BalanceSnapshot:
     """The balance with its last-moved time: the balance row now, or the last entry up to ``at``.
 
-    The API shows both values together, so they come from one read of one row.
+    The API shows both values together, so they come from one read of one row; a user holding
+    lots costs one more read, bounded by their open lots, never by history.
     """
-    if at is None:
-        row = (
-            ledger.balance_model.objects.filter(user_id=user_id)
-            .values_list("balance", "updated_at")
-            .first()
-        )
-    else:
+    if at is not None:
         row = (
             ledger.entry_model.objects.filter(user_id=user_id, created_at__lte=at)
             .order_by("-created_at", "-id")
             .values_list("balance_after", "created_at")
             .first()
         )
-    if row is None:
+        if row is None:
+            return BalanceSnapshot(user_id=user_id, balance=0, updated_at=None)
+        return BalanceSnapshot(user_id, int(row[0]), row[1], available=int(row[0]))
+    now_row = (
+        ledger.balance_model.objects.filter(user_id=user_id)
+        .values_list("balance", "updated_at", "lot_credits")
+        .first()
+    )
+    if now_row is None:
         return BalanceSnapshot(user_id=user_id, balance=0, updated_at=None)
-    return BalanceSnapshot(user_id=user_id, balance=int(row[0]), updated_at=row[1])
+    balance, updated_at, lot_credits = int(now_row[0]), now_row[1], int(now_row[2])
+    if not lot_credits:
+        return BalanceSnapshot(user_id, balance, updated_at, available=balance)
+    expired, expiring = _open_lots(ledger=ledger, user_id=user_id)
+    return BalanceSnapshot(
+        user_id, balance, updated_at, available=balance - expired, expiring=expiring
+    )
+
+
+def _open_lots(*, ledger: AnyLedger, user_id: int) -> tuple[int, tuple[ExpiringLot, ...]]:
+    """Credits in the user's expired, not yet written-down lots, and the first unexpired lots."""
+    lot_table = quote_name(ledger.lot_model._meta.db_table)
+    with connections[ledger.db_alias].cursor() as cursor:
+        cursor.execute(
+            "WITH t AS (SELECT clock_timestamp() AS ts) "
+            f"SELECT (SELECT coalesce(sum(remaining), 0) FROM {lot_table}, t "
+            "WHERE user_id = %s AND remaining > 0 AND expires_at <= t.ts), "
+            f"(SELECT coalesce(json_agg(json_build_array(entry_id, remaining, expires_at) "
+            f"ORDER BY expires_at, entry_id), '[]') FROM (SELECT entry_id, remaining, expires_at "
+            f"FROM {lot_table}, t WHERE user_id = %s AND remaining > 0 AND expires_at > t.ts "
+            "ORDER BY expires_at, entry_id LIMIT %s) o)",
+            [user_id, user_id, EXPIRING_SHOWN],
+        )
+        expired, lots = cursor.fetchone()
+    if isinstance(lots, str):
+        lots = json.loads(lots)
+    return int(expired), tuple(
+        ExpiringLot(entry=int(e), amount=int(r), expires_at=parse_datetime(str(at)) or at)
+        for e, r, at in lots
+    )
+
+
+def available_get(*, ledger: AnyLedger, user_id: int) -> int:
+    """What the user can spend now (see :class:`BalanceSnapshot`)."""
+    return balance_snapshot(ledger=ledger, user_id=user_id).available
 
 
 def balance_list(*, ledger: Ledger[Any, BalanceT, Any]) -> QuerySet[BalanceT]:
@@ -113,6 +172,98 @@ class Discrepancy:
         return f"[{self.ledger}] {self.kind}: {where.strip()} — {self.detail}"
 
 
+def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tuple[str, str]]:
+    """The expiring-credit invariants (lots and the moves recorded on entries)."""
+    moves = (
+        f"SELECT e.id AS entry_id, e.user_id, e.operation, e.created_at, (m->>0)::bigint AS lot, "
+        f"(m->>1)::bigint AS delta FROM {entry_table} e, jsonb_array_elements(e.lot_moves) m "
+        "WHERE e.lot_moves IS NOT NULL"
+    )
+    return [
+        (
+            "lot_out_of_bounds",
+            f"SELECT user_id, entry_id, 'remaining ' || remaining || ' outside 0..' || amount "
+            f"FROM {lot_table} WHERE remaining < 0 OR remaining > amount",
+        ),
+        (
+            "lot_credits_mismatch",
+            f"""
+            SELECT coalesce(b.user_id, s.user_id), NULL::bigint,
+                   'lot_credits ' || coalesce(b.lot_credits, 0) || ' != credits left in lots '
+                   || coalesce(s.total, 0) || ' (balance ' || coalesce(b.balance, 0) || ')'
+            FROM {balance_table} b
+            FULL OUTER JOIN (SELECT user_id, sum(remaining) AS total, min(expires_at)
+                             FILTER (WHERE remaining > 0) AS soonest
+                             FROM {lot_table} GROUP BY user_id) s ON s.user_id = b.user_id
+            WHERE coalesce(b.lot_credits, 0) <> coalesce(s.total, 0)
+               OR coalesce(b.lot_credits, 0) > coalesce(b.balance, 0)
+               OR b.next_expiry IS DISTINCT FROM s.soonest AND coalesce(s.total, 0) > 0
+               OR b.next_expiry IS NOT NULL AND coalesce(s.total, 0) = 0
+            """,
+        ),
+        (
+            # remaining = amount - drawn - expired + given back, from the entries' own record.
+            "lot_history_mismatch",
+            f"""
+            SELECT l.user_id, l.entry_id, 'remaining ' || l.remaining || ' != amount ' || l.amount
+                   || ' + moves ' || coalesce(m.total, 0)
+            FROM {lot_table} l LEFT JOIN (SELECT lot, sum(delta) AS total FROM ({moves}) mv
+                                          WHERE lot IS NOT NULL GROUP BY lot) m
+              ON m.lot = l.entry_id
+            WHERE l.remaining <> l.amount + coalesce(m.total, 0)
+            """,
+        ),
+        (
+            "moves_mismatch",
+            f"""
+            SELECT e.user_id, e.id, 'lot moves add up to ' || sum((m->>1)::bigint) || ', not '
+                   || e.amount
+            FROM {entry_table} e, jsonb_array_elements(e.lot_moves) m
+            WHERE e.lot_moves IS NOT NULL GROUP BY e.user_id, e.id, e.amount
+            HAVING sum((m->>1)::bigint) <> e.amount
+            """,
+        ),
+        (
+            "foreign_lot_move",
+            f"""
+            WITH mv AS MATERIALIZED ({moves})
+            SELECT mv.user_id, mv.entry_id, 'moves lot ' || mv.lot || ' of another user or none'
+            FROM mv LEFT JOIN {lot_table} l ON l.entry_id = mv.lot
+            WHERE mv.lot IS NOT NULL AND (l.entry_id IS NULL OR l.user_id <> mv.user_id)
+            """,
+        ),
+        (
+            "lot_entry_mismatch",
+            f"""
+            SELECT e.user_id, e.id, 'expiring credit and its lot disagree (amount, user or expiry)'
+            FROM {entry_table} e LEFT JOIN {lot_table} l ON l.entry_id = e.id
+            WHERE e.expires_at IS NOT NULL AND (l.entry_id IS NULL OR l.amount <> e.amount
+                  OR l.user_id <> e.user_id OR l.expires_at <> e.expires_at)
+            UNION ALL
+            SELECT l.user_id, l.entry_id, 'lot without an expiring credit entry'
+            FROM {lot_table} l LEFT JOIN {entry_table} e ON e.id = l.entry_id
+            WHERE e.id IS NULL OR e.expires_at IS NULL
+            """,
+        ),
+        (
+            # An EXPIRY takes what was left: right after it, its lot holds nothing; and it comes
+            # no earlier than the lot's expiry. (A running sum per lot: linear, not a self-join.)
+            "bad_expiry",
+            f"""
+            WITH mv AS MATERIALIZED ({moves})
+            SELECT user_id, entry_id, 'expiry of lot ' || lot || ' left ' || left_after
+                   || ' credits, or came before ' || expires_at
+            FROM (SELECT mv.user_id, mv.entry_id, mv.operation, mv.lot, mv.created_at,
+                         l.expires_at,
+                         l.amount + sum(mv.delta) OVER (PARTITION BY mv.lot ORDER BY mv.entry_id)
+                           AS left_after
+                  FROM mv JOIN {lot_table} l ON l.entry_id = mv.lot) r
+            WHERE operation = 'EXPIRY' AND (left_after <> 0 OR created_at < expires_at)
+            """,
+        ),
+    ]
+
+
 def _checks(entry_table: str, balance_table: str) -> list[tuple[str, str]]:
     """Set-based SQL per invariant; each row is (user_id, entry_id, detail)."""
     return [
@@ -146,10 +297,10 @@ def _checks(entry_table: str, balance_table: str) -> list[tuple[str, str]]:
             f"""
             SELECT r.user_id, r.id, 'reverses entry ' || r.reverses_id || ' (' ||
                    CASE WHEN o.user_id <> r.user_id THEN 'another user''s entry'
-                        WHEN o.operation = 'REVERSAL' THEN 'a reversal'
+                        WHEN o.operation IN ('REVERSAL', 'EXPIRY') THEN 'a ' || lower(o.operation)
                         ELSE 'amount ' || r.amount || ' is not the opposite of ' || o.amount END || ')'
             FROM {entry_table} r JOIN {entry_table} o ON o.id = r.reverses_id
-            WHERE o.user_id <> r.user_id OR o.operation = 'REVERSAL' OR r.amount <> -o.amount
+            WHERE o.user_id <> r.user_id OR o.operation IN ('REVERSAL', 'EXPIRY') OR r.amount <> -o.amount
             """,
         ),
         (
@@ -169,12 +320,20 @@ def ledger_check(*, ledger: AnyLedger, user_ids: list[int] | None = None) -> lis
 
     Checks balance = sum of entries, no negative balance, an unbroken ``balance_after`` chain in
     id order, reversals that undo an entry of the same user exactly (the unique index
-    already makes each entry reversible once), and each entry's ``day`` is its UTC date.
+    already makes each entry reversible once), each entry's ``day`` is its UTC date, and the
+    expiring credits: each lot within 0..amount and equal to its amount plus the moves the
+    entries recorded on it, the balance row's ``lot_credits`` and ``next_expiry`` matching the
+    lots, each entry's moves adding up to its amount, and each EXPIRY emptying its lot.
     """
     entry_table, balance_table = tables(ledger)
+    lot_table = quote_name(ledger.lot_model._meta.db_table)
     found: list[Discrepancy] = []
+    checks = [
+        *_checks(entry_table, balance_table),
+        *_lot_checks(entry_table, balance_table, lot_table),
+    ]
     with connections[ledger.db_alias].cursor() as cursor:
-        for kind, sql in _checks(entry_table, balance_table):
+        for kind, sql in checks:
             if user_ids is not None:
                 sql = f"SELECT * FROM ({sql}) q(user_id, entry_id, detail) WHERE user_id = ANY(%s)"
                 cursor.execute(sql, [list(user_ids)])

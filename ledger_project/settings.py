@@ -243,6 +243,11 @@ CACHES = {"default": _cache_config(env.str("CACHE_URL", default="locmemcache://"
 SHARED_LEDGER_FIXED_AMOUNTS: dict[str, dict[str, int]] = env.json(
     "SHARED_LEDGER_FIXED_AMOUNTS", default={}
 )
+# Lifetimes of credit operations in seconds (null: never expire), overriding the declarations,
+# e.g. SHARED_LEDGER_EXPIRES_AFTER='{"alpha": {"DAILY_REWARD": 604800}}'
+SHARED_LEDGER_EXPIRES_AFTER: dict[str, dict[str, int | None]] = env.json(
+    "SHARED_LEDGER_EXPIRES_AFTER", default={}
+)
 # Lifetime of an API token from POST /api/auth/token/, in seconds (default 10 hours).
 SHARED_LEDGER_TOKEN_TTL: int = env.int("API_TOKEN_TTL", default=10 * 60 * 60)
 

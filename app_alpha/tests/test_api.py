@@ -71,6 +71,8 @@ def test_alpha_amounts_in_the_ledger_list() -> None:
         "posted_by": "staff",
         "frequency": "any",
         "fixed_amount": None,
+        "expires_after": None,
     }
+    assert ops["DAILY_REWARD"]["expires_after"] == 7 * 24 * 3600  # "valid for a week"
     assert ops["GAME_ENTRY_FEE"]["direction"] == "debit"
     assert ops["GAME_ENTRY_FEE"]["posted_by"] == "user"

@@ -29,7 +29,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from core_ledger.ledger import AnyLedger, PostedBy, registry
+from core_ledger.ledger import AnyLedger, Direction, PostedBy, registry
 from core_ledger.models import IDEMPOTENCY_KEY_MAX_LENGTH
 from core_ledger.services import MAX_AMOUNT
 
@@ -162,6 +162,9 @@ def _operation_body(ledger: AnyLedger, value: str) -> type[serializers.Serialize
             max_value=MAX_AMOUNT,
             help_text="Positive credits; the operation's direction gives the sign.",
         )
+    if rule.direction is Direction.CREDIT:
+        # Only credits expire; the server refuses expires_at on a debit (400).
+        attrs["expires_at"] = copy.deepcopy(EntryCreateSerializer._declared_fields["expires_at"])
     attrs["__doc__"] = doc
     name = f"{_prefix(ledger.label)}{_prefix(value.lower())}PostSerializer"
     return type(name, (serializers.Serializer,), attrs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
 
@@ -149,6 +149,16 @@ class EntrySerializer(serializers.ModelSerializer[AbstractLedgerEntry]):
         allow_null=True,
         help_text="The id of the REVERSAL entry that undid this one, if any.",
     )
+    expires_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When these credits lapse (an expiring credit); null: they never expire.",
+    )
+    drawn_from = serializers.SerializerMethodField(
+        help_text="On a debit: which lots paid, soonest expiry first "
+        "([{entry: the lot's credit entry, or null for credits that never expire, amount}]); "
+        "null on a credit."
+    )
 
     class Meta:  # pyright: ignore[reportIncompatibleVariableOverride]  # the stubs' ModelSerializer.Meta exists only in the stubs
         model: Any = AbstractLedgerEntry  # each ledger's subclass sets its concrete model
@@ -165,8 +175,31 @@ class EntrySerializer(serializers.ModelSerializer[AbstractLedgerEntry]):
             "reversed_by",
             "created_by",
             "created_at",
+            "expires_at",
+            "drawn_from",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "type": "array",
+            "nullable": True,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "entry": {"type": "integer", "nullable": True},
+                    "amount": {"type": "integer", "minimum": 1},
+                },
+                "required": ["entry", "amount"],
+            },
+        }
+    )
+    def get_drawn_from(self, entry: AbstractLedgerEntry) -> list[dict[str, Any]] | None:
+        if entry.amount > 0:
+            return None
+        if not entry.lot_moves:
+            return [{"entry": None, "amount": -entry.amount}]
+        return [{"entry": lot, "amount": -delta} for lot, delta in entry.lot_moves]
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         # ModelSerializer rebuilds every field from the model for each instance: about half the
@@ -207,6 +240,12 @@ class EntryCreateSerializer(serializers.Serializer[Any]):
         required=False, allow_blank=True, default="", max_length=DESCRIPTION_MAX_LENGTH
     )
     metadata = MetadataField(required=False, default=dict)
+    expires_at = UtcDateTimeField(
+        required=False,
+        help_text="Credits only, from a caller with post_any_entry: when these credits lapse "
+        "(in the future, at most ten years ahead). Default: the operation's lifetime "
+        "(GET /api/ledgers/ expires_after), or never.",
+    )
 
     def validate_operation(self, value: str) -> LedgerOperation:
         # The edge where the client's string becomes the ledger's operation member.
@@ -292,6 +331,27 @@ class BalanceSerializer(serializers.Serializer[Any]):
     )
 
 
+class ExpiringLotSerializer(serializers.Serializer[Any]):
+    entry = serializers.IntegerField(help_text="The expiring credit entry the lot came from.")
+    amount = serializers.IntegerField(help_text="Credits left in the lot.")
+    expires_at = serializers.DateTimeField()
+
+
+class MyBalanceSerializer(BalanceSerializer):
+    """The caller's balance, with what they can spend now and what expires next."""
+
+    available = serializers.IntegerField(
+        read_only=True,
+        help_text="What can be spent now: balance minus credits that expired but are not yet "
+        "written down as EXPIRY entries. At a past moment (?at=): the balance then.",
+    )
+    expiring = ExpiringLotSerializer(
+        many=True,
+        read_only=True,
+        help_text="Unexpired lots with credits left, soonest first (at most 100; empty for ?at=).",
+    )
+
+
 class BalanceQuerySerializer(serializers.Serializer[Any]):
     """Query parameters of the balance endpoint."""
 
@@ -321,6 +381,10 @@ class OperationSerializer(serializers.Serializer[Any]):
     )
     frequency = serializers.ChoiceField(choices=[f.value for f in Frequency])
     fixed_amount = serializers.IntegerField(allow_null=True)
+    expires_after = serializers.IntegerField(
+        allow_null=True,
+        help_text="Seconds a credit of this operation lasts by default; null: it never expires.",
+    )
 
 
 class LedgerSerializer(serializers.Serializer[Any]):
@@ -329,6 +393,10 @@ class LedgerSerializer(serializers.Serializer[Any]):
     label = serializers.CharField()  # type: ignore[assignment]
     name = serializers.CharField()
     operations = OperationSerializer(many=True)
+
+
+def _seconds(lifetime: timedelta | None) -> int | None:
+    return None if lifetime is None else int(lifetime.total_seconds())
 
 
 def ledger_description(ledger: AnyLedger) -> dict[str, Any]:
@@ -344,6 +412,7 @@ def ledger_description(ledger: AnyLedger) -> dict[str, Any]:
                 "posted_by": rule.posted_by.value,
                 "frequency": rule.frequency.value,
                 "fixed_amount": ledger.fixed_amount(value),
+                "expires_after": _seconds(ledger.lifetime(value)),
             }
         )
     return {"label": ledger.label, "name": ledger.name, "operations": operations}

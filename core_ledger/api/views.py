@@ -48,6 +48,7 @@ from core_ledger.api.serializers import (
     BalanceQuerySerializer,
     BalanceSerializer,
     LedgerSerializer,
+    MyBalanceSerializer,
     ReverseSerializer,
     entry_create_serializer_for,
     entry_serializer_for,
@@ -132,7 +133,7 @@ class MyBalanceView(LedgerViewMixin, APIView):
 
     @extend_schema(
         parameters=[BalanceQuerySerializer, *RESPONSE_HEADERS],
-        responses={200: BalanceSerializer, **errors(400, *COMMON)},
+        responses={200: MyBalanceSerializer, **errors(400, *COMMON)},
     )
     def get(self, request: Request) -> Response:
         query = BalanceQuerySerializer(data=request.query_params)
@@ -140,7 +141,7 @@ class MyBalanceView(LedgerViewMixin, APIView):
         snapshot = selectors.balance_snapshot(
             ledger=self.ledger, user_id=_caller_id(request), at=query.validated_data.get("at")
         )
-        return Response(BalanceSerializer(snapshot).data)
+        return Response(MyBalanceSerializer(snapshot).data)
 
 
 @extend_schema_view(
@@ -226,6 +227,7 @@ class EntryViewSet(
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
             description=data["description"],
             metadata=data["metadata"],
+            expires_at=data.get("expires_at"),
         )
         headers = {REPLAYED_HEADER: "true"} if result.replayed else {}
         return Response(

@@ -8,15 +8,18 @@ selector, and print. Every :class:`~core_ledger.exceptions.LedgerError` becomes 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from argparse import RawDescriptionHelpFormatter
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
 
 from core_ledger.db_timeouts import timeouts_apply
 from core_ledger.exceptions import LedgerError
@@ -201,3 +204,28 @@ def active_user_ids(*, chunk_size: int = 2000) -> Iterator[int]:
             return
         yield from ids
         last = ids[-1]
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_moment(text: str) -> datetime:
+    """An ISO 8601 moment with a time zone, for ``--expires-at``; CommandError otherwise."""
+    value = parse_datetime(text.strip())
+    if value is None or value.tzinfo is None:
+        raise CommandError(
+            f"--expires-at {text!r} is not an ISO 8601 moment with a time zone, "
+            "e.g. 2027-01-31T00:00:00Z."
+        )
+    return value
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` or plain seconds, for ``--expires-in``."""
+    match = _DURATION.match(text)
+    if match is None or int(match.group(1)) == 0:
+        raise CommandError(
+            f"--expires-in {text!r} must be a positive duration such as 7d, 12h, 30m or 3600."
+        )
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])

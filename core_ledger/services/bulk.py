@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connections, transaction
+from django.utils import timezone
 
 from core_ledger.exceptions import (
     AlreadyClaimed,
@@ -18,9 +20,14 @@ from core_ledger.exceptions import (
 )
 from core_ledger.ledger import Direction, Frequency, Ledger, OpT
 from core_ledger.models import DESCRIPTION_MAX_LENGTH
-from core_ledger.services import idempotency, sql
+from core_ledger.services import idempotency, lots, sql
 from core_ledger.services.posting import entry_post
-from core_ledger.services.validation import clean_key, clean_text, signed_amount
+from core_ledger.services.validation import (
+    clean_expires_at,
+    clean_key,
+    clean_text,
+    signed_amount,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +73,16 @@ def grant_bulk(
     description: str = "",
     batch_size: int = 2000,
     on_batch: Callable[[int], object] | None = None,
+    expires_at: datetime | None = None,
 ) -> GrantSummary:
     """Credit ``operation`` to many users, a batch per transaction, set-based.
 
     Idempotent: users who already have it (daily reward today, signup credit, or an entry with
     ``idempotency_key``) are skipped, so a rerun posts nothing new. Balance rows are locked in
     user-id order, so concurrent batches and single posts cannot deadlock. A batch that fails
-    as a whole is retried user by user to isolate the culprit.
+    as a whole is retried user by user to isolate the culprit. ``expires_at`` (default: the
+    operation's lifetime) makes each grant a lot; users with expired lots get their EXPIRY
+    entries first, as before any write.
     """
     op = ledger.operation(operation)
     rule = ledger.rule(op)
@@ -88,12 +98,23 @@ def grant_bulk(
         description or "", name="description", max_length=DESCRIPTION_MAX_LENGTH
     )
     key = clean_key(idempotency_key)
+    lapse = clean_expires_at(ledger, op, rule, expires_at, privileged=True, now=timezone.now())
     # The same fingerprint entry_post computes, completed per user in SQL (it ends with the id).
     prefix = idempotency.fingerprint_prefix(
-        actor_id=None, operation=op.value, amount=amount, description=description, metadata={}
+        actor_id=None,
+        operation=op.value,
+        amount=amount,
+        description=description,
+        metadata={},
+        expires_at=expires_at,
     )
     fingerprint_sql = idempotency.sql_fingerprint("l.user_id") if key is not None else "''"
     entry_table, balance_table = sql.tables(ledger)
+    lot_table = sql.quote_name(ledger.lot_model._meta.db_table)
+    sql_lock = (
+        f"SELECT user_id FROM {balance_table} WHERE user_id = ANY(%s::bigint[]) "
+        "ORDER BY user_id FOR UPDATE"
+    )
     user_model = get_user_model()
     user_table = sql.quote_name(user_model._meta.db_table)
     user_pk = sql.quote_name(user_model._meta.pk.column)
@@ -110,11 +131,17 @@ def grant_bulk(
         # never predates one it waited for: balance_at reads by time, the chain runs by id.
         "t AS (SELECT clock_timestamp() AS ts FROM (SELECT count(*) FROM locked) AS all_locked), "
         f"ins AS (INSERT INTO {entry_table} (user_id, operation, amount, balance_after, "
-        "idempotency_key, request_fingerprint, description, metadata, created_at, day) "
+        "idempotency_key, request_fingerprint, description, metadata, created_at, day, "
+        "expires_at) "
         f"SELECT l.user_id, %s, %s, l.balance + %s, %s, {fingerprint_sql}, %s, '{{}}'::jsonb, t.ts, "
-        "(t.ts AT TIME ZONE 'UTC')::date FROM locked l, t ORDER BY l.user_id "
-        "ON CONFLICT DO NOTHING RETURNING user_id) "
-        f"UPDATE {balance_table} AS b SET balance = b.balance + %s, updated_at = clock_timestamp() "
+        "(t.ts AT TIME ZONE 'UTC')::date, %s::timestamptz FROM locked l, t ORDER BY l.user_id "
+        "ON CONFLICT DO NOTHING RETURNING id, user_id, amount, expires_at), "
+        # An expiring grant makes a lot per entry and counts it on the balance row.
+        f"lots AS (INSERT INTO {lot_table} (entry_id, user_id, amount, remaining, expires_at) "
+        "SELECT id, user_id, amount, amount, expires_at FROM ins WHERE expires_at IS NOT NULL) "
+        f"UPDATE {balance_table} AS b SET balance = b.balance + %s, updated_at = clock_timestamp(), "
+        "lot_credits = b.lot_credits + CASE WHEN ins.expires_at IS NULL THEN 0 ELSE ins.amount END, "
+        "next_expiry = least(b.next_expiry, ins.expires_at) "
         # The ANY() bound lets the planner read the batch's rows by primary key instead of
         # scanning the whole balance table once per batch.
         "FROM ins WHERE b.user_id = ins.user_id AND b.user_id = ANY(%s::bigint[])"
@@ -141,7 +168,7 @@ def grant_bulk(
     # And whether the user exists at all: a balance row for a missing user would only fail at
     # commit (the foreign key is deferred), inside a caller's transaction at the caller's commit.
     sql_pending = (
-        "SELECT u, b.user_id IS NOT NULL, "
+        "SELECT u, b.user_id IS NOT NULL, coalesce(b.next_expiry <= clock_timestamp(), false), "
         f"EXISTS (SELECT 1 FROM {user_table} usr WHERE usr.{user_pk} = u) "
         "FROM unnest(%s::bigint[]) AS u "
         f"LEFT JOIN {balance_table} b ON b.user_id = u AND b.user_id = ANY(%s::bigint[]) WHERE "
@@ -161,14 +188,20 @@ def grant_bulk(
         + idempotency.sql_fingerprint("e.user_id")
     )
 
-    def grant_batch(pending: list[tuple[int, bool]]) -> None:
-        """One transaction: the balance rows of those lacking one, then the grant itself."""
-        batch = [user_id for user_id, _ in pending]
-        without_balance = [user_id for user_id, has_balance in pending if not has_balance]
+    def grant_batch(pending: list[tuple[int, bool, bool]]) -> None:
+        """One transaction: the balance rows of those lacking one, the EXPIRY entries of those
+        with expired lots (locks first, then a fresh snapshot), then the grant itself."""
+        batch = [user_id for user_id, _, _ in pending]
+        without_balance = [user_id for user_id, has_balance, _ in pending if not has_balance]
+        expired = [user_id for user_id, _, has_expired in pending if has_expired]
         try:
             with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
                 if without_balance:
                     cursor.execute(sql_ensure, [sql.bigint_array(without_balance)])
+                if expired:
+                    swept = sql.bigint_array(expired)
+                    cursor.execute(sql_lock, [swept])
+                    cursor.execute(lots.sweep_sql(ledger), [swept])
                 ids = sql.bigint_array(batch)
                 cursor.execute(
                     sql_grant,
@@ -180,6 +213,7 @@ def grant_bulk(
                         key,
                         *([prefix] if key is not None else []),
                         description,
+                        lapse,
                         signed,
                         ids,
                     ],
@@ -202,6 +236,7 @@ def grant_bulk(
                         amount=amount,
                         idempotency_key=key,
                         description=description,
+                        expires_at=expires_at,
                     )
                 except AlreadyClaimed:
                     summary.skipped += 1
@@ -228,8 +263,8 @@ def grant_bulk(
             if key is not None and len(rows) < len(group):
                 cursor.execute(sql_conflicts, [ids, key, prefix])
                 conflicted = {user_id for (user_id,) in cursor.fetchall()}
-        pending = [(user_id, has_balance) for user_id, has_balance, exists in rows if exists]
-        for user_id, _, exists in rows:
+        pending = [(user, has_balance, due) for user, has_balance, due, exists in rows if exists]
+        for user_id, _, _, exists in rows:
             if not exists:
                 summary.failed += 1
                 summary.errors.append(f"user {user_id}: no such user")

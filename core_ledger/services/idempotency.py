@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic
 
 from core_ledger.exceptions import IdempotencyKeyReused
@@ -31,6 +32,7 @@ def fingerprint_prefix(
     amount: int | None,
     description: str,
     metadata: Mapping[str, Any],
+    expires_at: datetime | None = None,
 ) -> str:
     """The request as canonical JSON, up to the target user's id (see :func:`fingerprint`).
 
@@ -42,6 +44,7 @@ def fingerprint_prefix(
         "actor": actor_id,
         "amount": amount,
         "description": description,
+        "expires_at": None if expires_at is None else expires_at.isoformat(),
         "metadata": dict(metadata),
         "operation": operation,
     }
@@ -56,6 +59,7 @@ def fingerprint(
     user_id: int,
     description: str,
     metadata: Mapping[str, Any],
+    expires_at: datetime | None = None,
 ) -> str:
     """The one request fingerprint of every write path (posts, bulk grants): a SHA-256 of the
     caller, the operation, the client's amount, the target user, the description and metadata.
@@ -68,6 +72,7 @@ def fingerprint(
         amount=amount,
         description=description,
         metadata=metadata,
+        expires_at=expires_at,
     )
     return hashlib.sha256(f"{prefix}{int(user_id)}}}".encode()).hexdigest()
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError
+from django.utils import timezone
 
 from core_ledger.exceptions import (
     AlreadyClaimed,
@@ -18,8 +20,14 @@ from core_ledger.models import DESCRIPTION_MAX_LENGTH, AbstractLedgerEntry
 from core_ledger.operations import SharedOperation
 from core_ledger.services import idempotency, sql
 from core_ledger.services.idempotency import PostResult
-from core_ledger.services.policy import Actor, actor_id, authorize
-from core_ledger.services.validation import clean_key, clean_metadata, clean_text, signed_amount
+from core_ledger.services.policy import Actor, actor_id, authorize, is_privileged
+from core_ledger.services.validation import (
+    clean_expires_at,
+    clean_key,
+    clean_metadata,
+    clean_text,
+    signed_amount,
+)
 
 
 def entry_post(
@@ -32,17 +40,19 @@ def entry_post(
     idempotency_key: str | None = None,
     description: str = "",
     metadata: Mapping[str, Any] | None = None,
+    expires_at: datetime | None = None,
 ) -> PostResult[EntryT]:
     """Post one entry under the operation's rule; replay it if the idempotency key was used.
 
     ``operation`` is a member of the ledger's operations class (parse outside strings once with
     ``ledger.operation(text)``). ``amount`` is positive (the operation gives the sign) and must be
-    omitted for fixed-amount operations. ``actor`` is the caller (None: the system). Raises a
+    omitted for fixed-amount operations. ``expires_at`` makes a credit a lot that lapses then
+    (default: the operation's lifetime). ``actor`` is the caller (None: the system). Raises a
     :class:`~core_ledger.exceptions.LedgerError`; writes nothing when it does.
     """
     op = ledger.operation(operation)  # a member, even if a caller passed the plain value
-    if op == SharedOperation.REVERSAL:
-        raise OperationNotAllowed("Reversals are posted with the reverse action, not as entries.")
+    if op in (SharedOperation.REVERSAL, SharedOperation.EXPIRY):
+        raise OperationNotAllowed(f"{op.value} entries are written by the ledger itself.")
     rule = ledger.rule(op)
     authorize(ledger=ledger, rule=rule, operation=op, actor=actor, user_id=user_id)
     signed = signed_amount(ledger, op, rule, amount)
@@ -50,6 +60,14 @@ def entry_post(
         description or "", name="description", max_length=DESCRIPTION_MAX_LENGTH
     )
     clean_meta = clean_metadata(metadata)
+    lapse = clean_expires_at(
+        ledger,
+        op,
+        rule,
+        expires_at,
+        privileged=actor is None or is_privileged(ledger, actor),
+        now=timezone.now(),
+    )
     key = clean_key(idempotency_key)
     created_by = actor_id(actor)
     fingerprint = ""
@@ -61,6 +79,7 @@ def entry_post(
             user_id=user_id,
             description=description,
             metadata=clean_meta,
+            expires_at=expires_at,
         )
         existing = idempotency.find_by_key(ledger, user_id=user_id, key=key)
         if existing is not None:
@@ -76,6 +95,7 @@ def entry_post(
             fingerprint=fingerprint,
             description=description,
             metadata=clean_meta,
+            expires_at=lapse,
         )
     except (DatabaseError, InsufficientCredits) as exc:
         # A concurrent request with the same key may have won the race: replay it.

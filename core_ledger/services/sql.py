@@ -13,6 +13,7 @@ import functools
 import json
 import sys
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
@@ -27,6 +28,8 @@ from core_ledger.exceptions import (
     ValidationFailed,
 )
 from core_ledger.ledger import BalanceT, EntryT, Ledger
+from core_ledger.services import lots
+from core_ledger.services.lots import Move
 
 
 def tables(ledger: Ledger[EntryT, BalanceT, Any]) -> tuple[str, str]:
@@ -110,59 +113,87 @@ def write(
     description: str = "",
     metadata: Mapping[str, Any] | None = None,
     reverses_id: int | None = None,
+    expires_at: datetime | None = None,
+    forced_moves: list[Move] | None = None,
 ) -> EntryT:
-    """Move the balance and append the entry in one transaction: two statements."""
+    """Move the balance and append the entry in one transaction.
+
+    The common post is two statements: a conditional ``UPDATE … RETURNING`` (or upsert) of the
+    balance row that only succeeds when no lot is involved, then the entry ``INSERT``. An
+    expiring credit, a debit by a user holding lots, a user with expired lots, or a reversal
+    that gives credits back to lots takes the lot-aware path (:mod:`core_ledger.services.lots`).
+    """
     entry_table, balance_table = tables(ledger)
     user_table, user_pk = _user_table()
     alias = ledger.db_alias
     metadata_json = json.dumps(dict(metadata), allow_nan=False) if metadata else "{}"
+    entry_params = [
+        user_id,
+        operation,
+        amount,
+        idempotency_key,
+        fingerprint,
+        description,
+        metadata_json,
+        reverses_id,
+        actor_id,
+    ]
+    lot_moves: Any = None
     with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
-        if amount > 0:
-            # The user must exist now: the foreign keys are deferred, so a missing user would
-            # only fail at commit (inside a caller's transaction, at the caller's commit).
+        row = None
+        if expires_at is None and forced_moves is None:
+            if amount > 0:
+                # The user must exist now: the foreign keys are deferred, so a missing user
+                # would only fail at commit (in a caller's transaction, at the caller's commit).
+                # A user with expired lots gets them written down first (the lot-aware path).
+                cursor.execute(
+                    f"INSERT INTO {balance_table} AS b (user_id, balance, updated_at) "
+                    "SELECT %s, %s, clock_timestamp() "
+                    f"WHERE EXISTS (SELECT 1 FROM {user_table} WHERE {user_pk} = %s) "
+                    "ON CONFLICT (user_id) DO UPDATE "
+                    "SET balance = b.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at "
+                    "WHERE b.next_expiry IS NULL OR b.next_expiry > EXCLUDED.updated_at "
+                    "RETURNING balance",
+                    [user_id, amount, user_id],
+                )
+            else:
+                # Only for a user without lots: their credits never expire, nothing to draw.
+                cursor.execute(
+                    f"UPDATE {balance_table} SET balance = balance + %s, "
+                    "updated_at = clock_timestamp() "
+                    "WHERE user_id = %s AND balance + %s >= 0 AND lot_credits = 0 RETURNING balance",
+                    [amount, user_id, amount],
+                )
+            row = cursor.fetchone()
+        if row is not None:
+            balance_after = row[0]
             cursor.execute(
-                f"INSERT INTO {balance_table} AS b (user_id, balance, updated_at) "
-                "SELECT %s, %s, clock_timestamp() "
-                f"WHERE EXISTS (SELECT 1 FROM {user_table} WHERE {user_pk} = %s) "
-                "ON CONFLICT (user_id) DO UPDATE "
-                "SET balance = b.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at "
-                "RETURNING balance",
-                [user_id, amount, user_id],
+                f"WITH t AS (SELECT clock_timestamp() AS ts) INSERT INTO {entry_table} "
+                "(user_id, operation, amount, idempotency_key, request_fingerprint, "
+                "description, metadata, reverses_id, created_by_id, balance_after, created_at, "
+                "day) SELECT %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, t.ts, "
+                "(t.ts AT TIME ZONE 'UTC')::date FROM t RETURNING id, created_at, day",
+                [*entry_params, balance_after],
             )
-            if cursor.rowcount == 0:
-                raise ValidationFailed("No such user.", user=["No such user."])
+            entry_id, created_at, day = cursor.fetchone()
         else:
-            cursor.execute(
-                f"UPDATE {balance_table} SET balance = balance + %s, updated_at = clock_timestamp() "
-                "WHERE user_id = %s AND balance + %s >= 0 RETURNING balance",
-                [amount, user_id, amount],
+            written = lots.write_with_lots(
+                cursor,
+                ledger,
+                user_id=user_id,
+                amount=amount,
+                expires_at=expires_at,
+                forced_moves=forced_moves,
+                entry_params=entry_params,
+                ensure_user=(
+                    f"INSERT INTO {balance_table} (user_id, balance, updated_at) "
+                    "SELECT %s, 0, clock_timestamp() "
+                    f"WHERE EXISTS (SELECT 1 FROM {user_table} WHERE {user_pk} = %s) "
+                    "ON CONFLICT (user_id) DO NOTHING"
+                ),
             )
-        row = cursor.fetchone()
-        if row is None:
-            raise InsufficientCredits(
-                f"The balance is too low for a debit of {-amount}.", requested=-amount
-            )
-        balance_after = row[0]
-        cursor.execute(
-            f"WITH t AS (SELECT clock_timestamp() AS ts) INSERT INTO {entry_table} "
-            "(user_id, operation, amount, balance_after, idempotency_key, request_fingerprint, "
-            "description, metadata, reverses_id, created_by_id, created_at, day) "
-            "SELECT %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, t.ts, "
-            "(t.ts AT TIME ZONE 'UTC')::date FROM t RETURNING id, created_at, day",
-            [
-                user_id,
-                operation,
-                amount,
-                balance_after,
-                idempotency_key,
-                fingerprint,
-                description,
-                metadata_json,
-                reverses_id,
-                actor_id,
-            ],
-        )
-        entry_id, created_at, day = cursor.fetchone()
+            entry_id, balance_after = written.id, written.balance_after
+            created_at, day, lot_moves = written.created_at, written.day, written.lot_moves
     return entry_instance(
         ledger,
         id=entry_id,
@@ -178,6 +209,8 @@ def write(
         created_by_id=actor_id,
         created_at=created_at,
         day=day,
+        expires_at=expires_at,
+        lot_moves=lot_moves,
     )
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from core_ledger.exceptions import OperationNotAllowed, ValidationFailed
-from core_ledger.ledger import AnyLedger, OperationRule
+from core_ledger.ledger import AnyLedger, Direction, OperationRule
 from core_ledger.models import IDEMPOTENCY_KEY_MAX_LENGTH
 
 # A single post moves at most MAX_AMOUNT credits, so a balance would need millions of maximal
@@ -53,6 +54,50 @@ def signed_amount(
         )
     assert rule.direction is not None
     return rule.direction.sign * amount
+
+
+MAX_LIFETIME = timedelta(days=3653)  # an expires_at is at most ten years ahead
+
+
+def clean_expires_at(
+    ledger: AnyLedger,
+    operation: str,
+    rule: OperationRule,
+    expires_at: datetime | None,
+    *,
+    privileged: bool,
+    now: datetime,
+) -> datetime | None:
+    """The moment the credits of this post lapse: the post's ``expires_at`` (credits only, from
+    a caller with ``post_any_entry`` or the system, in the future, at most ten years ahead), else
+    the operation's lifetime from the declaration or settings, else None (never)."""
+    if expires_at is None:
+        lifetime = ledger.lifetime(operation)
+        return None if lifetime is None else now + lifetime
+    if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+        raise ValidationFailed(
+            "expires_at must be an ISO 8601 moment with a time zone.",
+            expires_at=["An aware date-time is required."],
+        )
+    if rule.direction is not Direction.CREDIT:
+        raise ValidationFailed(
+            f"{operation} is not a credit; only credits expire.",
+            expires_at=["Only credit operations take expires_at."],
+        )
+    if not privileged:
+        raise ValidationFailed(
+            "Only a service account or operator of this ledger may set expires_at.",
+            expires_at=["Not allowed for this caller; omit it."],
+        )
+    if expires_at <= now:
+        raise ValidationFailed(
+            "expires_at must be in the future.", expires_at=["Must be in the future."]
+        )
+    if expires_at > now + MAX_LIFETIME:
+        raise ValidationFailed(
+            "expires_at is too far ahead.", expires_at=["At most ten years ahead."]
+        )
+    return expires_at
 
 
 def clean_metadata(metadata: Any) -> dict[str, Any]:

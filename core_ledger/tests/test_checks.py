@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -13,7 +14,7 @@ from django.test import override_settings
 from django.test.utils import isolate_apps
 from django.utils.translation import gettext_lazy as _
 
-from app_alpha.models import AlphaBalance, AlphaEntry
+from app_alpha.models import AlphaBalance, AlphaEntry, AlphaLot
 from app_alpha.operations import AlphaOperation
 from core_ledger.checks import check_ledger, check_ledgers
 from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy, registry
@@ -39,6 +40,7 @@ def declare(**changes: Any) -> Ledger[Any, Any, Any]:
         "entry_model": AlphaEntry,
         "balance_model": AlphaBalance,
         "operations": AlphaOperation,
+        "lot_model": AlphaLot,
         "rules": alpha.rules,
         "fixed_amounts": alpha.fixed_amounts,
     }
@@ -57,6 +59,7 @@ def test_a_lacking_or_reordered_shared_member_is_e010() -> None:
         SIGNUP_CREDIT = "SIGNUP_CREDIT", _("Signup credit")
         CREDIT_ADD = "CREDIT_ADD", _("Credit add")
         REVERSAL = "REVERSAL", _("Reversal")
+        EXPIRY = "EXPIRY", _("Expiry")
         GAME_WIN = "GAME_WIN", _("Game win")
         GAME_ENTRY_FEE = "GAME_ENTRY_FEE", _("Game entry fee")
 
@@ -73,6 +76,7 @@ def test_a_changed_shared_label_is_e010() -> None:
         CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
         CREDIT_ADD = "CREDIT_ADD", _("Credit add")
         REVERSAL = "REVERSAL", _("Reversal")
+        EXPIRY = "EXPIRY", _("Expiry")
         GAME_WIN = "GAME_WIN", _("Game win")
         GAME_ENTRY_FEE = "GAME_ENTRY_FEE", _("Game entry fee")
 
@@ -172,3 +176,23 @@ def test_an_entry_model_with_other_choices_is_e003() -> None:
 def test_models_that_are_not_the_core_abstract_models_are_e001_e002() -> None:
     messages = check_ledger(declare(entry_model=AlphaBalance, balance_model=AlphaEntry))
     assert {"core_ledger.E001", "core_ledger.E002"} <= set(ids(messages))
+
+
+@pytest.mark.parametrize(
+    "lifetimes",
+    [
+        {AlphaOperation.DAILY_REWARD: timedelta(0)},
+        {AlphaOperation.DAILY_REWARD: 3600},  # seconds belong in settings, not the declaration
+        {AlphaOperation.CREDIT_SPEND: timedelta(days=1)},  # a debit does not expire
+    ],
+)
+def test_a_bad_declared_lifetime_is_e031(lifetimes: Any) -> None:
+    assert ids(check_ledger(declare(expires_after=lifetimes))) == ["core_ledger.E031"]
+
+
+@pytest.mark.parametrize(
+    "configured", [{"alpha": {"DAILY_REWARD": "week"}}, {"alpha": {"DAILY_REWARD": -1}}, [1]]
+)
+def test_a_bad_configured_lifetime_is_e031(configured: Any) -> None:
+    with override_settings(SHARED_LEDGER_EXPIRES_AFTER=configured):
+        assert "core_ledger.E031" in ids(check_ledgers())

@@ -16,6 +16,7 @@ class GoodOperation(LedgerOperation):
     CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
     CREDIT_ADD = "CREDIT_ADD", _("Credit add")
     REVERSAL = "REVERSAL", _("Reversal")
+    EXPIRY = "EXPIRY", _("Expiry")
     BONUS = "BONUS", _("Bonus")
 
 
@@ -33,6 +34,7 @@ def test_a_missing_shared_member_is_named() -> None:
         SIGNUP_CREDIT = "SIGNUP_CREDIT", _("Signup credit")
         CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
         REVERSAL = "REVERSAL", _("Reversal")
+        EXPIRY = "EXPIRY", _("Expiry")
 
     assert shared_members_problem(Missing) == "lacks the shared member CREDIT_ADD"
 
@@ -44,6 +46,7 @@ def test_reordered_shared_members_are_refused() -> None:
         CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
         CREDIT_ADD = "CREDIT_ADD", _("Credit add")
         REVERSAL = "REVERSAL", _("Reversal")
+        EXPIRY = "EXPIRY", _("Expiry")
 
     problem = shared_members_problem(Reordered)
     assert problem is not None and "SIGNUP_CREDIT where the shared member DAILY_REWARD" in problem
@@ -56,6 +59,7 @@ def test_a_changed_shared_value_or_label_is_refused() -> None:
         CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
         CREDIT_ADD = "CREDIT_ADD", _("Credit add")
         REVERSAL = "REVERSAL", _("Reversal")
+        EXPIRY = "EXPIRY", _("Expiry")
 
     class Revalued(LedgerOperation):
         DAILY_REWARD = "DAILY", _("Daily reward")
@@ -63,6 +67,7 @@ def test_a_changed_shared_value_or_label_is_refused() -> None:
         CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
         CREDIT_ADD = "CREDIT_ADD", _("Credit add")
         REVERSAL = "REVERSAL", _("Reversal")
+        EXPIRY = "EXPIRY", _("Expiry")
 
     assert "label 'Daily bonus'" in (shared_members_problem(Relabelled) or "")
     assert "value 'DAILY'" in (shared_members_problem(Revalued) or "")
@@ -75,6 +80,7 @@ def test_own_members_must_be_upper_snake_case_named_as_their_value() -> None:
         CREDIT_SPEND = "CREDIT_SPEND", _("Credit spend")
         CREDIT_ADD = "CREDIT_ADD", _("Credit add")
         REVERSAL = "REVERSAL", _("Reversal")
+        EXPIRY = "EXPIRY", _("Expiry")
         BONUS = "bonus", _("Bonus")
 
     assert "BONUS must be UPPER_SNAKE_CASE" in (shared_members_problem(BadName) or "")

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import datetime
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.utils import timezone
 
 from core_ledger.management.base import LedgerCommand
-from core_ledger.selectors import balance_get, balance_list, username_field
+from core_ledger.selectors import available_get, balance_list, balance_snapshot, username_field
 
 FORMATS = ("table", "json", "csv")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 class Command(LedgerCommand):
@@ -38,11 +44,15 @@ Examples:
         fmt = options["format"]
         user = self.get_user(options)
         if user is not None:
+            snapshot = balance_snapshot(ledger=ledger, user_id=user.pk)
             row = {
                 "ledger": ledger.label,
                 "user_id": user.pk,
                 "username": user.get_username(),
-                "balance": balance_get(ledger=ledger, user_id=user.pk),
+                "balance": snapshot.balance,
+                "available": snapshot.available,
+                "next_expiry": _iso(snapshot.expiring[0].expires_at if snapshot.expiring else None),
+                "expiring": snapshot.expiring[0].amount if snapshot.expiring else 0,
             }
             self._write_rows(fmt, [row], single=True)
             return
@@ -52,16 +62,22 @@ Examples:
         qs = (
             balance_list(ledger=ledger)
             .order_by("-balance", "user_id")
-            .values("user_id", f"user__{username_field()}", "balance", "updated_at")
+            .values("user_id", f"user__{username_field()}", "balance", "updated_at", "next_expiry")
         )
         if top is not None:
             qs = qs[:top]
+        now = timezone.now()
         rows = (
             {
                 "ledger": ledger.label,
                 "user_id": r["user_id"],
                 "username": r[f"user__{username_field()}"],
                 "balance": r["balance"],
+                # Only a user whose lots expired before the last sweep costs a read here.
+                "available": r["balance"]
+                if r["next_expiry"] is None or r["next_expiry"] > now
+                else available_get(ledger=ledger, user_id=r["user_id"]),
+                "next_expiry": _iso(r["next_expiry"]),
                 "updated_at": r["updated_at"].isoformat(),
             }
             for r in qs.iterator(chunk_size=2000)
@@ -73,7 +89,8 @@ Examples:
             data = list(rows)
             self.stdout.write(json.dumps(data[0] if single else data, indent=2))
             return
-        columns = ["ledger", "user_id", "username", "balance"] + ([] if single else ["updated_at"])
+        columns = ["ledger", "user_id", "username", "balance", "available", "next_expiry"]
+        columns += ["expiring"] if single else ["updated_at"]
         if fmt == "csv":
             writer = csv.DictWriter(self.stdout, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
@@ -81,16 +98,23 @@ Examples:
             return
         if single:
             (row,) = rows
-            self.stdout.write(
-                f"{row['username']} (id {row['user_id']}) in {row['ledger']}: {row['balance']}"
-            )
+            line = f"{row['username']} (id {row['user_id']}) in {row['ledger']}: {row['balance']}"
+            if row["available"] != row["balance"] or row["next_expiry"]:
+                line += f" (available {row['available']}"
+                if row["next_expiry"]:
+                    line += f"; {row['expiring']} expire at {row['next_expiry']}"
+                line += ")"
+            self.stdout.write(line)
             return
-        self.stdout.write(f"{'user_id':>10}  {'username':<30} {'balance':>15}  updated_at")
+        self.stdout.write(
+            f"{'user_id':>10}  {'username':<30} {'balance':>15} {'available':>15}  "
+            f"{'next_expiry':<32}  updated_at"
+        )
         count = 0
         for row in rows:
             count += 1
             self.stdout.write(
-                f"{row['user_id']:>10}  {row['username']:<30} {row['balance']:>15}  "
-                f"{row['updated_at']}"
+                f"{row['user_id']:>10}  {row['username']:<30} {row['balance']:>15} "
+                f"{row['available']:>15}  {row['next_expiry'] or '-':<32}  {row['updated_at']}"
             )
         self.stdout.write(f"({count} balances)")

@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.utils import timezone
 from tqdm import tqdm
 
 from core_ledger.management.base import (
     LedgerCommand,
     active_user_ids,
     active_users,
+    parse_duration,
+    parse_moment,
     resolve_user_ids,
 )
 from core_ledger.services import grant_bulk
@@ -42,11 +45,27 @@ Examples:
       --users-file winner-ids.txt --ids --idempotency-key promo-2026-12
   python manage.py ledger_grant --ledger alpha --operation GAME_WIN --amount 5 --all-users \\
       --idempotency-key tournament-42 --batch-size 5000
+  python manage.py ledger_grant --ledger beta --operation CREDIT_ADD --amount 10 --all-users \\
+      --idempotency-key winter-gift --expires-in 30d
 """
 
     def add_ledger_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--operation", required=True, help="A credit operation.")
         parser.add_argument("--amount", type=int, help="Credits per user (omit for fixed).")
+        lapse = parser.add_mutually_exclusive_group()
+        lapse.add_argument(
+            "--expires-at",
+            type=parse_moment,
+            metavar="ISO8601",
+            help="The granted credits lapse at this moment (e.g. 2027-01-31T00:00:00Z).",
+        )
+        lapse.add_argument(
+            "--expires-in",
+            type=parse_duration,
+            metavar="DURATION",
+            help="The granted credits lapse this long from now: 30d, 12h, 90m, 2w or seconds. "
+            "Default (neither option): the operation's lifetime, or never.",
+        )
         who = parser.add_mutually_exclusive_group(required=True)
         who.add_argument("--all-users", action="store_true", help="Every active user.")
         who.add_argument(
@@ -104,6 +123,8 @@ Examples:
                 description=options["description"],
                 batch_size=batch_size,
                 on_batch=bar.update,
+                expires_at=options["expires_at"]
+                or (timezone.now() + options["expires_in"] if options["expires_in"] else None),
             )
         failed = summary.failed + len(unknown)
         self.stdout.write(

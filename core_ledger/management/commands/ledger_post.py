@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from core_ledger.management.base import LedgerCommand
+from core_ledger.management.base import LedgerCommand, parse_moment
 from core_ledger.services import entry_post
 
 
@@ -26,6 +26,8 @@ Examples:
   python manage.py ledger_post --ledger beta --user-id 42 --operation PURCHASE --amount 5 \\
       --idempotency-key order-1234 --description "Order 1234"
   python manage.py ledger_post --ledger alpha --user alice --operation DAILY_REWARD
+  python manage.py ledger_post --ledger beta --user alice --operation CREDIT_ADD --amount 20 \\
+      --expires-at 2027-06-30T23:59:59Z
 """
 
     def add_ledger_arguments(self, parser: CommandParser) -> None:
@@ -36,6 +38,13 @@ Examples:
         )
         parser.add_argument("--idempotency-key", help="Makes a rerun replay instead of repost.")
         parser.add_argument("--description", default="", help="Free text stored on the entry.")
+        parser.add_argument(
+            "--expires-at",
+            type=parse_moment,
+            metavar="ISO8601",
+            help="A credit's credits lapse then (e.g. 2027-01-31T00:00:00Z); default: the "
+            "operation's lifetime, or never.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         ledger = self.get_ledger(options["ledger"])
@@ -47,12 +56,14 @@ Examples:
             amount=options["amount"],
             idempotency_key=options["idempotency_key"],
             description=options["description"],
+            expires_at=options["expires_at"],
         )
         entry = result.entry
         line = (
             f"entry #{entry.pk} in {ledger.label}: {entry.operation} {entry.amount:+d} "
             f"for {user.get_username()} (id {user.pk}), balance after {entry.balance_after}, "
             f"at {entry.created_at.isoformat()}"
+            + (f", expires {entry.expires_at.isoformat()}" if entry.expires_at else "")
         )
         if result.replayed:
             self.stdout.write(

@@ -35,6 +35,9 @@ EXCLUSIONS: list[tuple[str, int, str, str | None, str | None]] = [
         "user",
         "Service accounts and operators must name the account to post to.",
     ),
+    # An expiry is relative to now (in the future, at most ten years ahead) and reserved to
+    # callers with post_any_entry: no schema can say either.
+    ("expiry moment", 400, "validation_error", "expires_at", None),
     # A reason of white space only says nothing; a schema pattern for "not only white space" in
     # both Python's and ECMA's sense is one the generators cannot draw from.
     ("blank reason", 400, "validation_error", "reason", "This field may not be blank."),

@@ -24,8 +24,9 @@ def test_my_balance(ledger: AnyLedger, user: Any, api: Any) -> None:
     response = api.get(url(ledger, "balance/"))
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"user", "balance", "updated_at"}
+    assert set(body) == {"user", "balance", "updated_at", "available", "expiring"}
     assert body["user"] == user.pk and body["balance"] == 42
+    assert body["available"] == 42 and body["expiring"] == []
     assert parse_datetime(body["updated_at"]) is not None
 
 
@@ -42,7 +43,13 @@ def test_balance_at_a_past_moment(ledger: AnyLedger, user: Any, api: Any) -> Non
     assert parse_datetime(at_between.json()["updated_at"]) == first.created_at
 
     before_all = api.get(url(ledger, "balance/"), {"at": "2000-01-01T00:00:00Z"})
-    assert before_all.json() == {"user": user.pk, "balance": 0, "updated_at": None}
+    assert before_all.json() == {
+        "user": user.pk,
+        "balance": 0,
+        "updated_at": None,
+        "available": 0,
+        "expiring": [],
+    }
 
     future = api.get(
         url(ledger, "balance/"), {"at": (timezone.now() + timedelta(days=1)).isoformat()}
@@ -197,7 +204,10 @@ def test_ledgers_list(user: Any, api: Any) -> None:
             "posted_by": "user",
             "frequency": "daily",
             "fixed_amount": ledger.fixed_amount("DAILY_REWARD"),
+            "expires_after": None if ledger.label != "alpha" else 7 * 24 * 3600,
         }
+        assert ops["EXPIRY"]["posted_by"] == "system"
+        assert ops["EXPIRY"]["direction"] == "debit"
         assert ops["SIGNUP_CREDIT"]["posted_by"] == "system"
         assert ops["SIGNUP_CREDIT"]["frequency"] == "once"
         assert ops["CREDIT_SPEND"]["direction"] == "debit"
@@ -209,6 +219,8 @@ def test_ledgers_list(user: Any, api: Any) -> None:
     assert alpha["DAILY_REWARD"]["fixed_amount"] == 10
     beta = {op["value"]: op for op in body[1]["operations"]}
     assert beta["DAILY_REWARD"]["fixed_amount"] == 5
+    assert beta["REFERRAL_BONUS"]["expires_after"] == 90 * 24 * 3600
+    assert alpha["SIGNUP_CREDIT"]["expires_after"] is None
 
 
 @pytest.mark.parametrize(

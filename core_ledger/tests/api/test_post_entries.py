@@ -28,6 +28,8 @@ ENTRY_FIELDS = {
     "reversed_by",
     "created_by",
     "created_at",
+    "expires_at",
+    "drawn_from",
 }
 
 

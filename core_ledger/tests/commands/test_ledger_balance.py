@@ -31,7 +31,32 @@ def test_one_user_json_by_id(run: Run, ledger: AnyLedger, user: Any) -> None:
         "user_id": user.pk,
         "username": user.username,
         "balance": 12,
+        "available": 12,
+        "next_expiry": None,
+        "expiring": 0,
     }
+
+
+def test_available_and_the_next_expiry_are_shown(run: Run, ledger: AnyLedger, user: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from core_ledger.services import entry_post
+
+    set_balance(ledger=ledger, user=user, to=10)
+    expires_at = timezone.now() + timedelta(days=2)
+    entry_post(
+        ledger=ledger, user_id=user.pk, operation="CREDIT_ADD", amount=5, expires_at=expires_at
+    )
+    out, _ = run("ledger_balance", "--ledger", ledger.label, "--user", user.username)
+    assert out.strip() == (
+        f"{user.username} (id {user.pk}) in {ledger.label}: 15 "
+        f"(available 15; 5 expire at {expires_at.isoformat()})"
+    )
+    out, _ = run("ledger_balance", "--ledger", ledger.label, "--format", "csv")
+    row = next(r for r in csv.DictReader(io.StringIO(out)) if int(r["user_id"]) == user.pk)
+    assert (row["available"], row["next_expiry"]) == ("15", expires_at.isoformat())
 
 
 def test_user_is_the_username_and_user_id_the_pk_never_a_guess(

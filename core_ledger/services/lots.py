@@ -1,0 +1,325 @@
+"""Expiring credits: lots, the order debits draw from them, and their expiry.
+
+An expiring credit makes a lot holding its ``remaining`` credits. A debit draws from the user's
+unexpired lots soonest ``expires_at`` first (ties: the oldest entry), then from credits that
+never expire; each entry records the lots it moved in ``lot_moves`` (append-only, on the entry).
+The balance row keeps ``lot_credits`` (credits left in lots) and ``next_expiry`` (the soonest
+expiry among them), so a post by a user without lots stays the plain two-statement post and
+"is anything expired?" is answered from the locked row.
+
+Every function here runs under the user's balance row lock, taken by :func:`lock_balance` in a
+statement of its own: the statements after it read the lots with a snapshot taken once the lock
+is held, never a stale one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core_ledger.exceptions import CreditsAlreadyUsed, InsufficientCredits, ValidationFailed
+from core_ledger.ledger import AnyLedger
+from core_ledger.operations import SharedOperation
+
+Move = tuple[int | None, int]
+"""(lot entry id, or None for credits that never expire; signed credits moved)."""
+
+EXPIRY_DESCRIPTION = "Credits expired"
+
+
+@dataclass
+class BalanceState:
+    """The locked balance row, and the database's clock when it was read."""
+
+    balance: int
+    lot_credits: int
+    next_expiry: datetime | None
+    now: datetime
+
+    @property
+    def has_expired_lots(self) -> bool:
+        return (
+            self.lot_credits > 0 and self.next_expiry is not None and self.next_expiry <= self.now
+        )
+
+
+def _tables(ledger: AnyLedger) -> tuple[str, str, str]:
+    from core_ledger.services.sql import quote_name, tables
+
+    entry_table, balance_table = tables(ledger)
+    return entry_table, balance_table, quote_name(ledger.lot_model._meta.db_table)
+
+
+def nullable_bigint_array(values: Sequence[int | None]) -> str:
+    """A ``bigint[]`` literal that may hold NULLs (one parameter, as ``bigint_array``)."""
+    return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
+
+
+def lock_balance(cursor: Any, ledger: AnyLedger, user_id: int) -> BalanceState | None:
+    """Lock the user's balance row (``FOR UPDATE``) and read it; None when it does not exist."""
+    _, balance_table, _ = _tables(ledger)
+    cursor.execute(
+        f"SELECT balance, lot_credits, next_expiry, clock_timestamp() FROM {balance_table} "
+        "WHERE user_id = %s FOR UPDATE",
+        [user_id],
+    )
+    row = cursor.fetchone()
+    return None if row is None else BalanceState(*row)
+
+
+def sweep_sql(ledger: AnyLedger) -> str:
+    """One statement that writes the EXPIRY entries of the given users' expired lots.
+
+    Per user, an EXPIRY entry per expired lot (soonest first) continues the ``balance_after``
+    chain; the lots are emptied; the balance row loses what expired and learns its next expiry.
+    The caller holds the users' balance row locks. Parameter: the users, as a bigint[] literal.
+    Returns one row per user swept: (user_id, balance, lot_credits, next_expiry, entries,
+    credits expired).
+    """
+    entry_table, balance_table, lot_table = _tables(ledger)
+    return (
+        "WITH t AS (SELECT clock_timestamp() AS ts), "
+        "due AS (SELECT l.entry_id, l.user_id, l.remaining, l.expires_at "
+        f"FROM {lot_table} l, t WHERE l.user_id = ANY(%s::bigint[]) AND l.remaining > 0 "
+        "AND l.expires_at <= t.ts), "
+        "chain AS (SELECT d.*, b.balance - sum(d.remaining) OVER "
+        "(PARTITION BY d.user_id ORDER BY d.expires_at, d.entry_id) AS balance_after "
+        f"FROM due d JOIN {balance_table} b ON b.user_id = d.user_id), "
+        f"ins AS (INSERT INTO {entry_table} (user_id, operation, amount, balance_after, "
+        "idempotency_key, request_fingerprint, description, metadata, created_at, day, lot_moves) "
+        f"SELECT c.user_id, '{SharedOperation.EXPIRY.value}', -c.remaining, c.balance_after, NULL, "
+        f"'', '{EXPIRY_DESCRIPTION}', '{{}}'::jsonb, t.ts, (t.ts AT TIME ZONE 'UTC')::date, "
+        "jsonb_build_array(jsonb_build_array(c.entry_id, -c.remaining)) "
+        "FROM chain c, t ORDER BY c.user_id, c.expires_at, c.entry_id RETURNING user_id), "
+        f"emptied AS (UPDATE {lot_table} l SET remaining = 0 FROM due d "
+        "WHERE l.entry_id = d.entry_id), "
+        "totals AS (SELECT user_id, sum(remaining) AS total, count(*) AS n FROM due GROUP BY user_id) "
+        f"UPDATE {balance_table} b SET balance = b.balance - s.total, "
+        "lot_credits = b.lot_credits - s.total, updated_at = t.ts, "
+        # The lots read here are the statement's snapshot (before `emptied`): the ones left
+        # are exactly those that expire later.
+        f"next_expiry = (SELECT min(o.expires_at) FROM {lot_table} o WHERE o.user_id = b.user_id "
+        "AND o.remaining > 0 AND o.expires_at > t.ts) "
+        "FROM totals s, t WHERE b.user_id = s.user_id "
+        "RETURNING b.user_id, b.balance, b.lot_credits, b.next_expiry, s.n, s.total"
+    )
+
+
+def sweep(cursor: Any, ledger: AnyLedger, state: BalanceState, user_id: int) -> BalanceState:
+    """Write down the user's expired lots (EXPIRY entries) under the held lock; the new state."""
+    from core_ledger.services.sql import bigint_array
+
+    cursor.execute(sweep_sql(ledger), [bigint_array([user_id])])
+    row = cursor.fetchone()
+    if row is None:
+        return state
+    return BalanceState(balance=row[1], lot_credits=row[2], next_expiry=row[3], now=state.now)
+
+
+def open_lots(
+    cursor: Any, ledger: AnyLedger, user_id: int, also: Sequence[int] = ()
+) -> dict[int, list[Any]]:
+    """The user's lots with credits left, soonest first, plus the lots ``also`` names:
+    ``{entry id: [remaining, expires_at]}`` (insertion order is the draw order)."""
+    _, _, lot_table = _tables(ledger)
+    from core_ledger.services.sql import bigint_array
+
+    cursor.execute(
+        f"SELECT entry_id, remaining, expires_at FROM {lot_table} WHERE user_id = %s "
+        "AND (remaining > 0 OR entry_id = ANY(%s::bigint[])) ORDER BY expires_at, entry_id",
+        [user_id, bigint_array(list(also))],
+    )
+    return {entry_id: [remaining, expires_at] for entry_id, remaining, expires_at in cursor}
+
+
+def draw(lots: dict[int, list[Any]], amount: int) -> list[Move]:
+    """The moves that pay a debit of ``amount`` credits: soonest-expiring lots first, then
+    credits that never expire (``None``)."""
+    need = amount
+    moves: list[Move] = []
+    for entry_id, (remaining, _) in lots.items():
+        if need == 0:
+            break
+        if remaining > 0:
+            take = min(need, remaining)
+            moves.append((entry_id, -take))
+            need -= take
+    if need:
+        moves.append((None, -need))
+    return moves
+
+
+def write_sql(ledger: AnyLedger) -> str:
+    """One statement: apply the moves to the lots, set the balance row, append the entry and,
+    for an expiring credit, create its lot. Returns (id, balance_after, created_at, day)."""
+    entry_table, balance_table, lot_table = _tables(ledger)
+    return (
+        "WITH mv AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS m(lot_id, delta)), "
+        f"ul AS (UPDATE {lot_table} l SET remaining = l.remaining + mv.delta FROM mv "
+        "WHERE l.entry_id = mv.lot_id), "
+        f"b AS (UPDATE {balance_table} SET balance = balance + %s, lot_credits = %s, "
+        "next_expiry = %s, updated_at = clock_timestamp() WHERE user_id = %s RETURNING balance), "
+        "t AS (SELECT clock_timestamp() AS ts), "
+        f"e AS (INSERT INTO {entry_table} (user_id, operation, amount, balance_after, "
+        "idempotency_key, request_fingerprint, description, metadata, reverses_id, created_by_id, "
+        "created_at, day, expires_at, lot_moves) "
+        "SELECT %s, %s, %s, b.balance, %s, %s, %s, %s::jsonb, %s, %s, t.ts, "
+        "(t.ts AT TIME ZONE 'UTC')::date, %s, %s::jsonb FROM b, t "
+        "RETURNING id, user_id, amount, balance_after, created_at, day, expires_at), "
+        f"nl AS (INSERT INTO {lot_table} (entry_id, user_id, amount, remaining, expires_at) "
+        "SELECT id, user_id, amount, amount, expires_at FROM e WHERE expires_at IS NOT NULL) "
+        "SELECT id, balance_after, created_at, day FROM e"
+    )
+
+
+@dataclass
+class Written:
+    """What the lot-aware write produced, for the entry instance."""
+
+    id: int
+    balance_after: int
+    created_at: datetime
+    day: Any
+    lot_moves: list[list[int | None]] | None
+
+
+def write_with_lots(
+    cursor: Any,
+    ledger: AnyLedger,
+    *,
+    user_id: int,
+    amount: int,
+    expires_at: datetime | None,
+    forced_moves: list[Move] | None,
+    entry_params: list[Any],
+    ensure_user: str,
+) -> Written:
+    """The post under the row lock when lots are involved (or the fast path could not decide):
+    sweep what expired, draw or return credits, write the entry, and expire again at once what a
+    reversal gave back to a lot that has expired.
+
+    ``entry_params``: user_id, operation, amount, idempotency_key, fingerprint, description,
+    metadata JSON, reverses_id, created_by_id, in the order of :func:`write_sql`.
+    ``ensure_user``: the statement that creates a missing balance row for an existing user.
+    """
+    state = lock_balance(cursor, ledger, user_id)
+    if state is None:
+        if amount < 0:
+            raise InsufficientCredits(
+                f"The balance is too low for a debit of {-amount}.", requested=-amount
+            )
+        cursor.execute(ensure_user, [user_id, user_id])
+        state = lock_balance(cursor, ledger, user_id)
+        if state is None:
+            raise ValidationFailed("No such user.", user=["No such user."])
+    if state.has_expired_lots:
+        state = sweep(cursor, ledger, state, user_id)
+    if state.balance + amount < 0:
+        raise InsufficientCredits(
+            f"The balance is too low for a debit of {-amount}.", requested=-amount
+        )
+    named = [lot for lot, _ in forced_moves or [] if lot is not None]
+    returned = [lot for lot, delta in forced_moves or [] if lot is not None and delta > 0]
+    lots = open_lots(cursor, ledger, user_id, also=named) if state.lot_credits or named else {}
+    if forced_moves is not None:
+        for lot, delta in forced_moves:
+            if lot is not None and delta < 0 and lots.get(lot, [0])[0] + delta < 0:
+                raise CreditsAlreadyUsed(
+                    f"Lot {lot} has {lots.get(lot, [0])[0]} of its credits left; only a whole "
+                    "lot can be taken back.",
+                    entry=lot,
+                )
+        moves = forced_moves
+    elif amount < 0:
+        moves = draw(lots, -amount)
+    else:
+        moves = []
+    for lot, delta in moves:
+        if lot is not None:
+            lots[lot][0] += delta
+    if expires_at is not None:
+        lots[0] = [amount, expires_at]  # the new lot (id unknown yet): counts like the others
+    lot_credits = sum(remaining for remaining, _ in lots.values())
+    next_expiry = min((at for remaining, at in lots.values() if remaining > 0), default=None)
+    touched = any(lot is not None for lot, _ in moves)
+    lot_moves = [[lot, delta] for lot, delta in moves] if touched else None
+    lot_ids = [lot for lot, _ in moves]
+    deltas = [delta for _, delta in moves]
+    from core_ledger.services.sql import bigint_array
+
+    cursor.execute(
+        write_sql(ledger),
+        [
+            nullable_bigint_array(lot_ids),
+            bigint_array(deltas),
+            amount,
+            lot_credits,
+            next_expiry,
+            user_id,
+            *entry_params,
+            expires_at,
+            json.dumps(lot_moves) if lot_moves is not None else None,
+        ],
+    )
+    entry_id, balance_after, created_at, day = cursor.fetchone()
+    if any(lots[lot][1] <= state.now for lot in returned if lots[lot][0] > 0):
+        # Credits given back to a lot that has expired meanwhile expire again at once.
+        sweep(cursor, ledger, state, user_id)
+    return Written(entry_id, balance_after, created_at, day, lot_moves)
+
+
+@dataclass
+class ExpirySummary:
+    """What ``lots_expire`` did: lots written down, EXPIRY entries, users, credits expired."""
+
+    lots: int = 0
+    users: int = 0
+    credits: int = 0
+
+
+def lots_expire(
+    *, ledger: AnyLedger, batch_size: int = 1000, on_batch: Any = None
+) -> ExpirySummary:
+    """Write an EXPIRY entry for every lot whose ``expires_at`` has passed, ``batch_size`` users
+    per transaction, until none is due. Safe beside posts and another ``lots_expire``: each
+    batch locks its users' balance rows (in user order, as every writer does), then sweeps with
+    a snapshot taken under the locks, so a lot is never expired twice nor one already spent.
+    """
+    from django.db import connections, transaction
+
+    from core_ledger.services.sql import bigint_array
+
+    _, balance_table, lot_table = _tables(ledger)
+    alias = ledger.db_alias
+    summary = ExpirySummary()
+    due_users = (
+        f"SELECT DISTINCT user_id FROM {lot_table} WHERE remaining > 0 "
+        "AND expires_at <= clock_timestamp() AND user_id > %s ORDER BY user_id LIMIT %s"
+    )
+    lock = (
+        f"SELECT user_id FROM {balance_table} WHERE user_id = ANY(%s::bigint[]) "
+        "ORDER BY user_id FOR UPDATE"
+    )
+    sweep_statement = sweep_sql(ledger)
+    after = 0
+    while True:
+        with connections[alias].cursor() as cursor:
+            cursor.execute(due_users, [after, batch_size])
+            users = [user_id for (user_id,) in cursor.fetchall()]
+        if not users:
+            return summary
+        ids = bigint_array(users)
+        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+            cursor.execute(lock, [ids])
+            cursor.execute(sweep_statement, [ids])
+            swept = cursor.fetchall()
+        for _, _, _, _, count, credits in swept:
+            summary.lots += int(count)
+            summary.credits += int(credits)
+        summary.users += len(swept)
+        after = users[-1]
+        if on_batch is not None:
+            on_batch(len(users))
