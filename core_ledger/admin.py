@@ -38,7 +38,7 @@ from core_ledger.operations import SharedOperation
 from core_ledger.selectors import (
     available_get,
     balance_get,
-    balances_for_user,
+    balance_snapshot,
     ledger_totals,
     user_find,
     username_field,
@@ -527,10 +527,13 @@ class LedgerUserAdminMixin(_UserAdminBase):
 
     @admin.display(description="balances")
     def ledger_balances(self, obj: Any) -> SafeString:
-        balances = balances_for_user(user_id=obj.pk)
         viewer = getattr(obj, "_ledger_viewer", None)
         rows = []
         for ledger in self._visible_ledgers(viewer):
+            snapshot = balance_snapshot(ledger=ledger, user_id=obj.pk)
+            expiring = ", ".join(
+                f"{lot.amount} on {lot.expires_at:%Y-%m-%d %H:%M}" for lot in snapshot.expiring[:3]
+            )
             balance_url = admin_url(ledger.balance_model, "change", obj.pk)
             if balance_url and not ledger.balance_model._default_manager.filter(pk=obj.pk).exists():
                 balance_url = None
@@ -540,7 +543,9 @@ class LedgerUserAdminMixin(_UserAdminBase):
             rows.append(
                 (
                     ledger.name,
-                    balances.get(ledger.label, 0),
+                    snapshot.balance,
+                    snapshot.available,
+                    expiring or "—",
                     format_html('<a href="{}">balance</a>', balance_url) if balance_url else "",
                     format_html('<a href="{}">entries</a>', entries_url(ledger, obj.pk) or "#"),
                     format_html('<a href="{}?user={}">post an entry</a>', post_url, obj.pk)
@@ -552,11 +557,13 @@ class LedgerUserAdminMixin(_UserAdminBase):
             return format_html("{}", "No ledger you may see.")
         body = format_html_join(
             "",
-            "<tr><td>{}</td><td class='ledger-balance'>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class='ledger-balance'>{}</td><td class='ledger-available'>{}</td>"
+            "<td class='ledger-expiring'>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             rows,
         )
         return format_html(
             "<table class='ledger-balances'><thead><tr><th>ledger</th><th>balance</th>"
-            "<th colspan='3'></th></tr></thead><tbody>{}</tbody></table>",
+            "<th>available</th><th>next expirations</th><th colspan='3'></th></tr></thead>"
+            "<tbody>{}</tbody></table>",
             body,
         )

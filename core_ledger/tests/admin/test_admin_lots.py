@@ -79,3 +79,19 @@ def test_lots_list_and_balances_show_what_is_available(
     assert model_admin.available(row) == row.balance - 9
     detail = staff_client.get(url(ledger.entry_model, "change", soon.pk)).content.decode()
     assert "Lots moved" in detail and "Expires at" in detail
+
+
+def test_user_page_shows_available_and_the_next_expirations(
+    superuser_client: Client, ledger: AnyLedger, user: Any
+) -> None:
+    expires_at = timezone.now() + timedelta(days=6)
+    entry_post(
+        ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=7, expires_at=expires_at
+    )
+    html = superuser_client.get(reverse("admin:auth_user_change", args=[user.pk])).content.decode()
+    balance = ledger.balance_model.objects.get(user=user).balance
+    assert (
+        f"<td class='ledger-balance'>{balance}</td><td class='ledger-available'>{balance}</td>"
+        in html
+    )
+    assert f"<td class='ledger-expiring'>7 on {expires_at:%Y-%m-%d %H:%M}</td>" in html
