@@ -50,7 +50,9 @@ def add_lots(url: str, user_ids: list[int], per_user: int, *, expired: bool) -> 
         )
         conn.execute(
             f"UPDATE {BALANCE_TABLE} b SET balance = b.balance + %s, lot_credits = %s, "
-            f"next_expiry = (SELECT min(expires_at) FROM {LOT_TABLE} l WHERE l.user_id = b.user_id) "
+            # remaining > 0: the partial (user, expires_at) index answers it per user.
+            f"next_expiry = (SELECT min(expires_at) FROM {LOT_TABLE} l "
+            "WHERE l.user_id = b.user_id AND l.remaining > 0) "
             "WHERE b.user_id = ANY(%s::bigint[])",
             [per_user, per_user, user_ids],
         )

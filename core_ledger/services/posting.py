@@ -60,14 +60,6 @@ def entry_post(
         description or "", name="description", max_length=DESCRIPTION_MAX_LENGTH
     )
     clean_meta = clean_metadata(metadata)
-    lapse = clean_expires_at(
-        ledger,
-        op,
-        rule,
-        expires_at,
-        privileged=actor is None or is_privileged(ledger, actor),
-        now=timezone.now(),
-    )
     key = clean_key(idempotency_key)
     created_by = actor_id(actor)
     fingerprint = ""
@@ -84,6 +76,15 @@ def entry_post(
         existing = idempotency.find_by_key(ledger, user_id=user_id, key=key)
         if existing is not None:
             return idempotency.replay(existing, fingerprint)
+    # After the replay check: retrying a post whose expires_at has passed since replays it.
+    lapse = clean_expires_at(
+        ledger,
+        op,
+        rule,
+        expires_at,
+        privileged=actor is None or is_privileged(ledger, actor),
+        now=timezone.now(),
+    )
     try:
         entry = sql.write(
             ledger=ledger,

@@ -8,6 +8,7 @@ database it is told); :func:`verify` is the parent's check of what the children 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 import time
@@ -54,7 +55,17 @@ class ServiceTransport:
 
         self.registry = registry
 
-    def post(self, ledger: str, user: int, op: str, amount: int | None, key: str | None) -> Outcome:
+    def post(
+        self,
+        ledger: str,
+        user: int,
+        op: str,
+        amount: int | None,
+        key: str | None,
+        expires_at: str | None = None,
+    ) -> Outcome:
+        from django.utils.dateparse import parse_datetime
+
         from core_ledger.exceptions import LedgerError
         from core_ledger.services import entry_post
 
@@ -65,6 +76,7 @@ class ServiceTransport:
                 operation=op,
                 amount=amount,
                 idempotency_key=key,
+                expires_at=parse_datetime(expires_at) if expires_at else None,
             )
         except LedgerError as exc:
             return Outcome(False, code=exc.code)
@@ -80,6 +92,12 @@ class ServiceTransport:
         except LedgerError as exc:
             return Outcome(False, code=exc.code)
         return Outcome(True, _entry_dict(e))
+
+    def expire(self, ledger: str) -> int:
+        """Run the expiry sweep (what ``ledger_expire`` does) beside the other processes."""
+        from core_ledger.services.lots import lots_expire
+
+        return lots_expire(ledger=self.registry.get(ledger)).lots
 
     def recent_entries(self, ledger: str, user: int) -> list[int]:
         model = self.registry.get(ledger).entry_model
@@ -116,7 +134,15 @@ class HttpTransport:
             raise AssertionError(f"{response.status_code}: {response.text[:300]}")
         return Outcome(False, code=body["error"]["code"])
 
-    def post(self, ledger: str, user: int, op: str, amount: int | None, key: str | None) -> Outcome:
+    def post(
+        self,
+        ledger: str,
+        user: int,
+        op: str,
+        amount: int | None,
+        key: str | None,
+        expires_at: str | None = None,
+    ) -> Outcome:
         body: dict[str, Any]
         if op == "DAILY_REWARD":  # a fixed amount: the user claims it, sending none
             token, body = self.plan.tokens[user], {"operation": op}
@@ -125,10 +151,16 @@ class HttpTransport:
         else:
             token = self.plan.staff_token
             body = {"operation": op, "amount": amount, "user": user}
+            if expires_at is not None:
+                body["expires_at"] = expires_at
         response = self.client.post(
             f"/api/{ledger}/entries/", json=body, headers=self._headers(token, key)
         )
         return self._outcome(response)
+
+    def expire(self, ledger: str) -> int:
+        """Over HTTP the sweep is the ledger's own, before each user's next write: nothing here."""
+        return 0
 
     def reverse(self, ledger: str, entry_id: int) -> Outcome:
         response = self.client.post(
@@ -197,7 +229,8 @@ def _load(plan: Plan, transport: Any) -> dict[str, Any]:
     acked: list[dict[str, Any]] = []  # every acknowledged write (replays included)
     attempted_keys: set[tuple[str, int, str]] = set()
     acked_keys: dict[tuple[str, int, str], int] = {}
-    history: list[tuple[str, int, str, int, str]] = []  # keyed requests, for exact retries
+    # keyed requests, for exact retries: (ledger, user, operation, amount, key, expires_at)
+    history: list[tuple[str, int, str, int, str, str | None]] = []
     refusals: Counter[str] = Counter()
     problems: list[str] = []
     operations = 0
@@ -205,10 +238,12 @@ def _load(plan: Plan, transport: Any) -> dict[str, Any]:
     deadline, hard_deadline = started + plan.seconds, started + 3 * plan.seconds
     serial = 0
 
-    def keyed_post(ledger: str, user: int, op: str, amount: int, key: str, kind: str) -> None:
+    def keyed_post(
+        ledger: str, user: int, op: str, amount: int, key: str, expires_at: str | None, kind: str
+    ) -> None:
         nonlocal operations
         operations += 1
-        out = transport.post(ledger, user, op, amount, key)
+        out = transport.post(ledger, user, op, amount, key, expires_at)
         if not kind.startswith("shared"):
             attempted_keys.add((ledger, user, key))
         if out.ok:
@@ -236,25 +271,34 @@ def _load(plan: Plan, transport: Any) -> dict[str, Any]:
         if roll < 0.25:
             key = f"w{plan.worker}-{serial}"
             amount = rng.randint(1, 20)
-            history.append((ledger, user, "CREDIT_ADD", amount, key))
-            keyed_post(ledger, user, "CREDIT_ADD", amount, key, "credit")
+            # A third of the credits expire within a few seconds: spends draw from them, the
+            # ledger writes their EXPIRY entries, and reversals give credits back to them.
+            expires_at = None
+            if rng.random() < 0.35:
+                lifetime = dt.timedelta(seconds=rng.uniform(0.3, 3.0))
+                expires_at = (dt.datetime.now(dt.timezone.utc) + lifetime).isoformat()
+            history.append((ledger, user, "CREDIT_ADD", amount, key, expires_at))
+            keyed_post(ledger, user, "CREDIT_ADD", amount, key, expires_at, "credit")
+        elif roll < 0.28:
+            operations += 1
+            transport.expire(ledger)
         elif roll < 0.60:
             key = f"w{plan.worker}-{serial}"
             amount = rng.randint(1, 60)
-            history.append((ledger, user, "CREDIT_SPEND", amount, key))
-            keyed_post(ledger, user, "CREDIT_SPEND", amount, key, "spend")
+            history.append((ledger, user, "CREDIT_SPEND", amount, key, None))
+            keyed_post(ledger, user, "CREDIT_SPEND", amount, key, None, "spend")
         elif roll < 0.70 and history:
             keyed_post(*rng.choice(history), kind="retry")
         elif roll < 0.85:
             # One key, one request, shared by every process: exactly one entry must result.
             k = rng.randrange(SHARED_KEYS_PER_USER)
             if rng.random() < 0.5:
-                keyed_post(ledger, user, "CREDIT_ADD", k + 1, f"shared-{k}", "shared")
+                keyed_post(ledger, user, "CREDIT_ADD", k + 1, f"shared-{k}", None, "shared")
             else:
                 # One key, a different amount per process: one wins, the others get 422.
                 k %= 2  # few such keys, so processes do collide on them
                 amount = k + 1 + plan.worker
-                keyed_post(ledger, user, "CREDIT_ADD", amount, f"shared-c{k}", "shared")
+                keyed_post(ledger, user, "CREDIT_ADD", amount, f"shared-c{k}", None, "shared")
         elif roll < 0.90:
             # Every process claims the daily reward now and then: one claim per user per day.
             operations += 1
@@ -359,12 +403,12 @@ def verify(
                 a["idempotency_key"],
                 a["reverses"],
             ), (a, s)
-        # Nothing was written that nobody acknowledged.
-        new = set(
-            ledger.entry_model.objects.filter(
-                user_id__in=users, pk__gt=baseline[label]
-            ).values_list("id", flat=True)
-        )
+        # Nothing was written that nobody acknowledged, but for the EXPIRY entries the ledger
+        # writes itself (each checked against its lot by ledger_check below).
+        written = ledger.entry_model.objects.filter(user_id__in=users, pk__gt=baseline[label])
+        figures.setdefault("expiries", 0)
+        figures["expiries"] += written.filter(operation="EXPIRY").count()
+        new = set(written.exclude(operation="EXPIRY").values_list("id", flat=True))
         unacknowledged = sorted(new - set(by_id))
         assert not unacknowledged, f"[{label}] entries nobody acknowledged: {unacknowledged[:20]}"
         # Shared keys: one entry per (user, key), whoever sent it, however often.

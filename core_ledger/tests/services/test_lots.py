@@ -289,3 +289,36 @@ def test_ledger_check_catches_a_lot_that_disagrees_with_its_history(
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {table} SET remaining = 5 WHERE entry_id = %s", [lot.pk])
     assert ledger_check(ledger=ledger) == []
+
+
+def test_retrying_an_expiring_credit_after_its_expiry_replays_it(
+    ledger: AnyLedger, user: Any
+) -> None:
+    expires_at = timezone.now() + SHORT
+    first = entry_post(
+        ledger=ledger,
+        user_id=user.pk,
+        operation=Op.CREDIT_ADD,
+        amount=4,
+        expires_at=expires_at,
+        idempotency_key="lot-retry",
+    )
+    wait_past(expires_at)
+    again = entry_post(
+        ledger=ledger,
+        user_id=user.pk,
+        operation=Op.CREDIT_ADD,
+        amount=4,
+        expires_at=expires_at,
+        idempotency_key="lot-retry",
+    )
+    assert again.replayed and again.entry.pk == first.entry.pk
+    with pytest.raises(ValidationFailed):  # a new request with that moment is refused
+        entry_post(
+            ledger=ledger,
+            user_id=user.pk,
+            operation=Op.CREDIT_ADD,
+            amount=4,
+            expires_at=expires_at,
+            idempotency_key="lot-new",
+        )
