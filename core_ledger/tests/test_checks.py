@@ -14,8 +14,6 @@ from django.test import override_settings
 from django.test.utils import isolate_apps
 from django.utils.translation import gettext_lazy as _
 
-from app_alpha.models import AlphaBalance, AlphaEntry, AlphaLot
-from app_alpha.operations import AlphaOperation
 from core_ledger.checks import check_ledger, check_ledgers
 from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy, registry
 from core_ledger.models import (
@@ -26,6 +24,7 @@ from core_ledger.models import (
 )
 from core_ledger.operations import LedgerOperation
 
+# The core names no app: the alpha ledger is reached through the registry, as any ledger is.
 alpha = registry.get("alpha")
 
 
@@ -37,10 +36,10 @@ def declare(**changes: Any) -> Ledger[Any, Any, Any]:
     fields: dict[str, Any] = {
         "label": "broken",
         "name": "Broken",
-        "entry_model": AlphaEntry,
-        "balance_model": AlphaBalance,
-        "operations": AlphaOperation,
-        "lot_model": AlphaLot,
+        "entry_model": alpha.entry_model,
+        "balance_model": alpha.balance_model,
+        "operations": alpha.operations,
+        "lot_model": alpha.lot_model,
         "rules": alpha.rules,
         "fixed_amounts": alpha.fixed_amounts,
     }
@@ -102,7 +101,7 @@ def test_an_own_operation_without_a_rule_is_e021() -> None:
 
 @pytest.mark.parametrize("amount", ["ten", 0, -5, 2.5, True, None])
 def test_a_declared_fixed_amount_that_is_not_a_positive_integer_is_e030(amount: Any) -> None:
-    ledger = declare(fixed_amounts={AlphaOperation.DAILY_REWARD: amount})
+    ledger = declare(fixed_amounts={alpha.operations.DAILY_REWARD: amount})
     assert ids(check_ledger(ledger)) == ["core_ledger.E030"]
 
 
@@ -134,13 +133,13 @@ def test_two_ledgers_with_one_label_are_e040(duplicate: Ledger[Any, Any, Any]) -
 @isolate_apps("app_alpha")
 def test_an_entry_model_that_dropped_the_core_guards_is_e050_e051_e052() -> None:
     class CarelessEntry(AbstractLedgerEntry):
-        operation = operation_field(AlphaOperation)
+        operation = operation_field(alpha.operations)
 
         class Meta:  # pyright: ignore[reportIncompatibleVariableOverride]  # deliberately not the core's Meta
             app_label = "app_alpha"
             # Replaces the core's lists instead of extending them: loses the idempotency,
             # once-a-day and non-negative guards, the indexes and the append-only trigger.
-            constraints = [operation_check(AlphaOperation)]
+            constraints = [operation_check(alpha.operations)]
             indexes: ClassVar[list[Any]] = []
             triggers: ClassVar[list[Any]] = []
 
@@ -174,16 +173,18 @@ def test_an_entry_model_with_other_choices_is_e003() -> None:
 
 
 def test_models_that_are_not_the_core_abstract_models_are_e001_e002() -> None:
-    messages = check_ledger(declare(entry_model=AlphaBalance, balance_model=AlphaEntry))
+    messages = check_ledger(
+        declare(entry_model=alpha.balance_model, balance_model=alpha.entry_model)
+    )
     assert {"core_ledger.E001", "core_ledger.E002"} <= set(ids(messages))
 
 
 @pytest.mark.parametrize(
     "lifetimes",
     [
-        {AlphaOperation.DAILY_REWARD: timedelta(0)},
-        {AlphaOperation.DAILY_REWARD: 3600},  # seconds belong in settings, not the declaration
-        {AlphaOperation.CREDIT_SPEND: timedelta(days=1)},  # a debit does not expire
+        {alpha.operations.DAILY_REWARD: timedelta(0)},
+        {alpha.operations.DAILY_REWARD: 3600},  # seconds belong in settings, not the declaration
+        {alpha.operations.CREDIT_SPEND: timedelta(days=1)},  # a debit does not expire
     ],
 )
 def test_a_bad_declared_lifetime_is_e031(lifetimes: Any) -> None:
