@@ -154,9 +154,6 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
         """The rule of ``operation`` (a member of this ledger's operations)."""
         return self._all_rules[str(operation)]
 
-    def has_rule(self, operation: str) -> bool:
-        return str(operation) in self._all_rules
-
     def fixed_amount(self, operation: str) -> int | None:
         """The amount a fixed operation always posts: settings, then the declaration, then core."""
         key = str(operation)

@@ -82,11 +82,9 @@ class StrictCharField(serializers.CharField):
 
     default_error_messages = {"invalid": "A string is required."}
 
-    def __init__(
-        self, *, pattern: str = NO_NUL_PATTERN, message: str = "No NUL characters.", **kwargs: Any
-    ) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.validators.append(RegexValidator(pattern, message))
+        self.validators.append(RegexValidator(NO_NUL_PATTERN, "No NUL characters."))
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
