@@ -3,16 +3,20 @@
 from app_alpha.operations import AlphaOperation
 from core_ledger.models import (
     AbstractBalance,
+    AbstractHold,
     AbstractLedgerEntry,
     AbstractLot,
     lot_entry_field,
     operation_check,
+    entry_hold_field,
+    hold_entry_field,
     operation_field,
 )
 
 
 class AlphaEntry(AbstractLedgerEntry):
     operation = operation_field(AlphaOperation)
+    hold = entry_hold_field("AlphaHold")
 
     class Meta(AbstractLedgerEntry.Meta):
         db_table = "app_alpha_entry"
@@ -36,3 +40,16 @@ class AlphaLot(AbstractLot):
     class Meta(AbstractLot.Meta):
         db_table = "app_alpha_lot"
         verbose_name = "alpha lot"
+
+
+class AlphaHold(AbstractHold):
+    entry = hold_entry_field(AlphaEntry)
+    operation = operation_field(AlphaOperation)
+
+    class Meta(AbstractHold.Meta):
+        db_table = "app_alpha_hold"
+        verbose_name = "alpha hold"
+        constraints = [
+            *AbstractHold.Meta.constraints,
+            operation_check(AlphaOperation),
+        ]

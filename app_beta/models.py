@@ -3,16 +3,20 @@
 from app_beta.operations import BetaOperation
 from core_ledger.models import (
     AbstractBalance,
+    AbstractHold,
     AbstractLedgerEntry,
     AbstractLot,
     lot_entry_field,
     operation_check,
+    entry_hold_field,
+    hold_entry_field,
     operation_field,
 )
 
 
 class BetaEntry(AbstractLedgerEntry):
     operation = operation_field(BetaOperation)
+    hold = entry_hold_field("BetaHold")
 
     class Meta(AbstractLedgerEntry.Meta):
         db_table = "app_beta_entry"
@@ -36,3 +40,16 @@ class BetaLot(AbstractLot):
     class Meta(AbstractLot.Meta):
         db_table = "app_beta_lot"
         verbose_name = "beta lot"
+
+
+class BetaHold(AbstractHold):
+    entry = hold_entry_field(BetaEntry)
+    operation = operation_field(BetaOperation)
+
+    class Meta(AbstractHold.Meta):
+        db_table = "app_beta_hold"
+        verbose_name = "beta hold"
+        constraints = [
+            *AbstractHold.Meta.constraints,
+            operation_check(BetaOperation),
+        ]

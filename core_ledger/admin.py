@@ -567,3 +567,10 @@ class LedgerUserAdminMixin(_UserAdminBase):
             "<tbody>{}</tbody></table>",
             body,
         )
+
+
+# --- holds --------------------------------------------------------------------------------------
+
+
+class HoldAdmin(LedgerModelAdmin):
+    """Holds of one ledger (filled in below)."""

@@ -205,6 +205,16 @@ class AbstractBalance(models.Model):
         blank=True,
         help_text="The soonest expires_at of a lot with credits left; null when none.",
     )
+    held = models.BigIntegerField(
+        default=0,
+        db_default=0,
+        help_text="Credits reserved by pending holds (expired ones included until written down).",
+    )
+    next_hold_expiry = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The soonest expires_at of a pending hold; null when none.",
+    )
     updated_at = models.DateTimeField(help_text="When the last entry moved this balance.")
     user_id: int  # Django adds the column attribute; declared for checkers without the mypy plugin
 
@@ -217,6 +227,11 @@ class AbstractBalance(models.Model):
             models.CheckConstraint(
                 condition=Q(lot_credits__gte=0) & Q(lot_credits__lte=F("balance")),
                 name="%(app_label)s_%(class)s_lots_within_balance",
+            ),
+            # A debit may spend only what no hold reserves: balance - held >= 0 at all times.
+            models.CheckConstraint(
+                condition=Q(held__gte=0) & Q(held__lte=F("balance")),
+                name="%(app_label)s_%(class)s_held_within_balance",
             ),
         ]
 
@@ -284,6 +299,166 @@ class AbstractLot(models.Model):
         return (
             f"lot #{self.pk}: {self.remaining}/{self.amount} until {self.expires_at:%Y-%m-%d %H:%M}"
         )
+
+
+def entry_hold_field(hold_model: str) -> models.OneToOneField[Any, Any]:
+    """The concrete entry model's ``hold``: the hold a capture entry settles (else null).
+
+    ``hold_model`` is the app's hold model by name (it is declared after the entry model). One to
+    one: a hold is captured by at most one entry (a unique index, NULLs apart).
+    """
+    return models.OneToOneField(
+        hold_model,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="capture_entry",
+        help_text="The hold this entry captures; null for every other entry.",
+    )
+
+
+def hold_entry_field(entry_model: type[AbstractLedgerEntry]) -> models.OneToOneField[Any, Any]:
+    """The concrete hold model's ``entry``: the debit entry that captured it (else null)."""
+    return models.OneToOneField(
+        entry_model,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="captured_hold",
+        help_text="The debit entry the capture posted; null unless captured.",
+    )
+
+
+class AbstractHold(models.Model):
+    """Credits of one user reserved for a debit operation, without an entry.
+
+    ``pending`` → ``captured`` (one debit entry for the whole or a smaller amount) | ``released``
+    | ``expired``, once: a trigger refuses any UPDATE of a resolved hold, and DELETE. While
+    pending, the balance row's ``held`` counts ``amount``; ``lot_moves`` records which lots the
+    reservation drew from (taken out of their ``remaining`` until the hold resolves). Only
+    ``core_ledger.services.holds`` writes it, under the user's balance row lock. The concrete
+    model adds ``entry = hold_entry_field(Entry)``.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CAPTURED = "captured", "Captured"
+        RELEASED = "released", "Released"
+        EXPIRED = "expired", "Expired"
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="%(app_label)s_%(class)s_holds",
+        db_index=False,  # the (user, id) index serves it
+        help_text="The account holder whose credits are reserved.",
+    )
+    operation = models.CharField(
+        max_length=OPERATION_MAX_LENGTH, help_text="The debit operation a capture posts."
+    )
+    amount = models.BigIntegerField(help_text="Credits reserved (positive).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    captured_amount = models.BigIntegerField(
+        null=True, blank=True, help_text="Credits the capture took (1..amount); null otherwise."
+    )
+    expires_at = models.DateTimeField(help_text="From this moment the hold cannot be captured.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="%(app_label)s_%(class)s_placed",
+        db_index=False,
+        help_text="Who placed it (may capture or release it); empty for the system.",
+    )
+    created_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it left pending; null while pending."
+    )
+    description = models.CharField(max_length=DESCRIPTION_MAX_LENGTH, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        null=True,
+        blank=True,
+        help_text="Client key making the placement idempotent; unique per user in this ledger.",
+    )
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
+    resolution_key = models.CharField(
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Idempotency key of the capture or release, if it sent one.",
+    )
+    resolution_fingerprint = models.CharField(
+        max_length=64, blank=True, default="", editable=False
+    )
+    lot_moves = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Which lots the reservation drew from: [[lot entry id or null, -credits]], "
+        "soonest expiry first; null when it drew from no lot.",
+    )
+
+    class Meta:
+        abstract = True
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["user", "id"], name="%(app_label)s_%(class)s_user_id"),
+            # Pending holds by expiry: ledger_expire's batches and the user's next expiry.
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(status="pending"),
+                name="%(app_label)s_%(class)s_due",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="%(app_label)s_%(class)s_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "captured", "released", "expired"]),
+                name="%(app_label)s_%(class)s_known_status",
+            ),
+            # Captured: an amount within 1..amount and its entry; otherwise neither.
+            models.CheckConstraint(
+                condition=(
+                    Q(status="captured")
+                    & Q(captured_amount__gte=1)
+                    & Q(captured_amount__lte=F("amount"))
+                    & Q(entry__isnull=False)
+                )
+                | (~Q(status="captured") & Q(captured_amount__isnull=True) & Q(entry__isnull=True)),
+                name="%(app_label)s_%(class)s_capture_consistent",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="pending", resolved_at__isnull=True)
+                | (~Q(status="pending") & Q(resolved_at__isnull=False)),
+                name="%(app_label)s_%(class)s_resolved_at_iff_resolved",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="%(app_label)s_%(class)s_idempotency_key",
+            ),
+        ]
+        triggers = [
+            # A hold leaves pending once, ever: PostgreSQL refuses any change to a resolved one.
+            pgtrigger.Protect(
+                name="resolved_hold_final",
+                operation=pgtrigger.Update,
+                condition=pgtrigger.Condition("OLD.status <> 'pending'"),
+            ),
+            pgtrigger.Protect(name="hold_kept", operation=pgtrigger.Delete),
+        ]
+
+    def __str__(self) -> str:
+        return f"hold #{self.pk}: {self.operation} {self.amount} ({self.status})"
 
 
 class ApiToken(models.Model):

@@ -40,6 +40,7 @@ def declare(**changes: Any) -> Ledger[Any, Any, Any]:
         "balance_model": alpha.balance_model,
         "operations": alpha.operations,
         "lot_model": alpha.lot_model,
+        "hold_model": alpha.hold_model,
         "rules": alpha.rules,
         "fixed_amounts": alpha.fixed_amounts,
     }
