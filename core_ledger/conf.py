@@ -83,6 +83,18 @@ class AppSettings:
         value = self._setting("REQUEST_LOCK_TIMEOUT_MS", 5_000)
         return None if value is None else int(value)
 
+    @property
+    def HOLD_EXPIRES_IN(self) -> int:
+        """Seconds a hold lasts when the request gives no ``expires_in``. Default 900 (15 min).
+
+        Holds last 1 second to 7 days; a value outside that (or not a whole number) falls back
+        to the default.
+        """
+        value = self._setting("HOLD_EXPIRES_IN", 900)
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 7 * 86400:
+            return value
+        return 900
+
     def raw(self, name: str) -> Any:
         """The setting as configured (for the system checks), or None when it is not set."""
         return self._setting(name, None)

@@ -405,6 +405,11 @@ class AbstractHold(models.Model):
         "soonest expiry first; null when it drew from no lot.",
     )
 
+    # Django adds the column attributes; declared for checkers without the mypy plugin.
+    user_id: int
+    created_by_id: int | None
+    entry_id: int | None
+
     class Meta:
         abstract = True
         ordering = ["-id"]

@@ -14,9 +14,12 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import connections
 from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Now
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from core_ledger.ledger import AnyLedger, BalanceT, EntryT, Ledger, registry
+from core_ledger.models import AbstractHold
 from core_ledger.services.sql import quote_name, tables
 
 
@@ -59,8 +62,9 @@ class ExpiringLot:
 class BalanceSnapshot:
     """A user's balance now or at a past moment, and when it last moved (None: never).
 
-    ``available`` is what the user can spend now: ``balance`` minus credits whose lots have
-    expired but whose EXPIRY entry is not written yet. ``expiring``: the unexpired lots with
+    ``available`` is what the user can spend now: ``balance`` minus ``held`` (credits reserved by
+    pending, unexpired holds) minus credits whose lots have expired but whose EXPIRY entry is not
+    written yet (including credits an expired hold gives back to an expired lot). ``expiring``: the unexpired lots with
     credits left, soonest first (at most ``EXPIRING_SHOWN``). At a past moment both follow the
     entries: ``available`` is the balance then and ``expiring`` is empty.
     """
@@ -70,6 +74,7 @@ class BalanceSnapshot:
     updated_at: datetime | None
     available: int = 0
     expiring: tuple[ExpiringLot, ...] = ()
+    held: int = 0
 
 
 EXPIRING_SHOWN = 100
@@ -95,18 +100,49 @@ def balance_snapshot(
         return BalanceSnapshot(user_id, int(row[0]), row[1], available=int(row[0]))
     now_row = (
         ledger.balance_model.objects.filter(user_id=user_id)
-        .values_list("balance", "updated_at", "lot_credits")
+        .values_list("balance", "updated_at", "lot_credits", "held", "next_hold_expiry")
         .first()
     )
     if now_row is None:
         return BalanceSnapshot(user_id=user_id, balance=0, updated_at=None)
     balance, updated_at, lot_credits = int(now_row[0]), now_row[1], int(now_row[2])
-    if not lot_credits:
-        return BalanceSnapshot(user_id, balance, updated_at, available=balance)
+    held, next_hold_expiry = int(now_row[3]), now_row[4]
+    lapsed = 0  # credits expired holds give back to lots that have expired
+    if next_hold_expiry is not None and next_hold_expiry <= timezone.now():
+        # Holds past their expiry count as released before any sweep writes them down.
+        held, lapsed = _held_now(ledger=ledger, user_id=user_id)
+    if not lot_credits and not lapsed:
+        return BalanceSnapshot(user_id, balance, updated_at, available=balance - held, held=held)
     expired, expiring = _open_lots(ledger=ledger, user_id=user_id)
     return BalanceSnapshot(
-        user_id, balance, updated_at, available=balance - expired, expiring=expiring
+        user_id,
+        balance,
+        updated_at,
+        available=balance - held - expired - lapsed,
+        expiring=expiring,
+        held=held,
     )
+
+
+def _held_now(*, ledger: AnyLedger, user_id: int) -> tuple[int, int]:
+    """Credits in the user's pending, unexpired holds; and what their expired holds reserved
+    from lots that have expired too (those credits lapse when the hold is written down)."""
+    hold_table = quote_name(ledger.hold_model._meta.db_table)
+    lot_table = quote_name(ledger.lot_model._meta.db_table)
+    with connections[ledger.db_alias].cursor() as cursor:
+        cursor.execute(
+            "WITH t AS (SELECT clock_timestamp() AS ts) "
+            f"SELECT (SELECT coalesce(sum(amount), 0) FROM {hold_table}, t WHERE user_id = %s "
+            "AND status = 'pending' AND expires_at > t.ts), "
+            "(SELECT coalesce(sum(-(m->>1)::bigint), 0) "
+            f"FROM {hold_table} h CROSS JOIN t CROSS JOIN jsonb_array_elements(h.lot_moves) m "
+            f"JOIN {lot_table} l ON l.entry_id = (m->>0)::bigint "
+            "WHERE h.user_id = %s AND h.status = 'pending' AND h.expires_at <= t.ts "
+            "AND h.lot_moves IS NOT NULL AND l.expires_at <= t.ts)",
+            [user_id, user_id],
+        )
+        held, lapsed = cursor.fetchone()
+    return int(held), int(lapsed)
 
 
 def _open_lots(*, ledger: AnyLedger, user_id: int) -> tuple[int, tuple[ExpiringLot, ...]]:
@@ -155,6 +191,33 @@ def entry_list(*, ledger: Ledger[EntryT, Any, Any], user_id: int | None = None) 
     return qs
 
 
+HOLD_STATUSES = tuple(AbstractHold.Status.values)
+
+
+def hold_list(
+    *, ledger: AnyLedger, user_id: int | None = None, status: str | None = None
+) -> QuerySet[AbstractHold]:
+    """Holds newest first; only ``user_id``'s when given; only those whose status (as callers
+    see it: a pending hold past its expiry is ``expired``) is ``status`` when given."""
+    qs: QuerySet[AbstractHold] = ledger.hold_model.objects.all().order_by("-id")
+    if user_id is not None:
+        qs = qs.filter(user_id=user_id)
+    if status == AbstractHold.Status.PENDING:
+        qs = qs.filter(status=status, expires_at__gt=Now())
+    elif status == AbstractHold.Status.EXPIRED:
+        qs = qs.filter(
+            Q(status=status) | Q(status=AbstractHold.Status.PENDING, expires_at__lte=Now())
+        )
+    elif status is not None:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def hold_get(*, ledger: AnyLedger, hold_id: int) -> AbstractHold | None:
+    """One hold of ``ledger`` by id, or None."""
+    return ledger.hold_model.objects.filter(pk=hold_id).first()
+
+
 @dataclass(frozen=True)
 class Discrepancy:
     """One broken invariant found by :func:`ledger_check`."""
@@ -172,7 +235,9 @@ class Discrepancy:
         return f"[{self.ledger}] {self.kind}: {where.strip()} — {self.detail}"
 
 
-def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tuple[str, str]]:
+def _lot_checks(
+    entry_table: str, balance_table: str, lot_table: str, hold_table: str
+) -> list[tuple[str, str]]:
     """The expiring-credit invariants (lots and the moves recorded on entries)."""
     moves = (
         f"SELECT e.id AS entry_id, e.user_id, e.operation, e.created_at, (m->>0)::bigint AS lot, "
@@ -207,10 +272,16 @@ def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tu
             f"""
             SELECT l.user_id, l.entry_id, 'remaining ' || l.remaining || ' != amount ' || l.amount
                    || ' + moves ' || coalesce(m.total, 0)
+                   || ' + reserved by pending holds ' || coalesce(r.total, 0)
             FROM {lot_table} l LEFT JOIN (SELECT lot, sum(delta) AS total FROM ({moves}) mv
                                           WHERE lot IS NOT NULL GROUP BY lot) m
               ON m.lot = l.entry_id
-            WHERE l.remaining <> l.amount + coalesce(m.total, 0)
+            LEFT JOIN (SELECT (m->>0)::bigint AS lot, sum((m->>1)::bigint) AS total
+                       FROM {hold_table} h, jsonb_array_elements(h.lot_moves) m
+                       WHERE h.status = 'pending' AND h.lot_moves IS NOT NULL
+                         AND m->>0 IS NOT NULL GROUP BY 1) r
+              ON r.lot = l.entry_id
+            WHERE l.remaining <> l.amount + coalesce(m.total, 0) + coalesce(r.total, 0)
             """,
         ),
         (
@@ -259,6 +330,61 @@ def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tu
                            AS left_after
                   FROM mv JOIN {lot_table} l ON l.entry_id = mv.lot) r
             WHERE operation = 'EXPIRY' AND (left_after <> 0 OR created_at < expires_at)
+            """,
+        ),
+    ]
+
+
+def _hold_checks(
+    entry_table: str, balance_table: str, lot_table: str, hold_table: str
+) -> list[tuple[str, str]]:
+    """The holds' invariants: held within 0..balance and equal to the pending holds, and each
+    resolved hold's entry (exactly one for a capture, of -captured_amount; none otherwise)."""
+    return [
+        (
+            "held_mismatch",
+            f"""
+            SELECT coalesce(b.user_id, s.user_id), NULL::bigint,
+                   'held ' || coalesce(b.held, 0) || ' != pending holds ' || coalesce(s.total, 0)
+                   || ' (balance ' || coalesce(b.balance, 0) || ', next hold expiry '
+                   || coalesce(b.next_hold_expiry::text, '-') || ' vs '
+                   || coalesce(s.soonest::text, '-') || ')'
+            FROM {balance_table} b
+            FULL OUTER JOIN (SELECT user_id, sum(amount) AS total, min(expires_at) AS soonest
+                             FROM {hold_table} WHERE status = 'pending' GROUP BY user_id) s
+              ON s.user_id = b.user_id
+            WHERE coalesce(b.held, 0) <> coalesce(s.total, 0) OR b.held < 0
+               OR b.held > b.balance OR b.next_hold_expiry IS DISTINCT FROM s.soonest
+            """,
+        ),
+        (
+            "bad_hold",
+            f"""
+            SELECT h.user_id, h.entry_id, 'hold ' || h.id || ' (' || h.status || ', '
+                   || h.amount || ', captured ' || coalesce(h.captured_amount::text, '-')
+                   || ') and its entry disagree'
+            FROM {hold_table} h LEFT JOIN {entry_table} e ON e.id = h.entry_id
+            WHERE (h.status = 'captured' AND (e.id IS NULL OR e.amount <> -h.captured_amount
+                   OR e.user_id <> h.user_id OR e.operation <> h.operation
+                   OR e.hold_id IS DISTINCT FROM h.id OR h.captured_amount < 1
+                   OR h.captured_amount > h.amount))
+               OR (h.status <> 'captured' AND (h.entry_id IS NOT NULL
+                   OR h.captured_amount IS NOT NULL))
+               OR h.amount <= 0
+            UNION ALL
+            SELECT e.user_id, e.id, 'entry names hold ' || e.hold_id || ', which is not its capture'
+            FROM {entry_table} e LEFT JOIN {hold_table} h ON h.id = e.hold_id
+            WHERE e.hold_id IS NOT NULL AND (h.id IS NULL OR h.entry_id IS DISTINCT FROM e.id)
+            """,
+        ),
+        (
+            "hold_moves_mismatch",
+            f"""
+            SELECT h.user_id, NULL::bigint, 'hold ' || h.id || ' reserved '
+                   || -sum((m->>1)::bigint) || ' from lots, not ' || h.amount
+            FROM {hold_table} h, jsonb_array_elements(h.lot_moves) m
+            WHERE h.lot_moves IS NOT NULL GROUP BY h.user_id, h.id, h.amount
+            HAVING sum((m->>1)::bigint) <> -h.amount
             """,
         ),
     ]
@@ -323,14 +449,20 @@ def ledger_check(*, ledger: AnyLedger, user_ids: list[int] | None = None) -> lis
     already makes each entry reversible once), each entry's ``day`` is its UTC date, and the
     expiring credits: each lot within 0..amount and equal to its amount plus the moves the
     entries recorded on it, the balance row's ``lot_credits`` and ``next_expiry`` matching the
-    lots, each entry's moves adding up to its amount, and each EXPIRY emptying its lot.
+    lots, each entry's moves adding up to its amount, and each EXPIRY emptying its lot; with
+    the lots' remaining counting what pending holds reserve from them. Holds: 0 <= held <=
+    balance, held equal to the user's pending holds and next_hold_expiry their soonest expiry;
+    a captured hold has exactly one entry, of -captured_amount (1..amount), that names it back;
+    released, expired and pending holds have none; a hold's lot reservation adds up to it.
     """
     entry_table, balance_table = tables(ledger)
     lot_table = quote_name(ledger.lot_model._meta.db_table)
+    hold_table = quote_name(ledger.hold_model._meta.db_table)
     found: list[Discrepancy] = []
     checks = [
         *_checks(entry_table, balance_table),
-        *_lot_checks(entry_table, balance_table, lot_table),
+        *_lot_checks(entry_table, balance_table, lot_table, hold_table),
+        *_hold_checks(entry_table, balance_table, lot_table, hold_table),
     ]
     with connections[ledger.db_alias].cursor() as cursor:
         for kind, sql in checks:
