@@ -53,10 +53,11 @@ Examples:
                 disable=not bar_stream.isatty(),
             ) as bar:
                 held = holds_expire(ledger=ledger, batch_size=batch_size, on_batch=bar.update)
-            self.stdout.write(
-                f"{ledger.label}: {held.holds} holds expired for {held.users} users, "
-                f"{held.credits} credits freed."
-            )
+            if held.holds:  # a ledger without due holds prints what it printed before holds
+                self.stdout.write(
+                    f"{ledger.label}: {held.holds} holds expired for {held.users} users, "
+                    f"{held.credits} credits freed."
+                )
             with tqdm(
                 unit="user",
                 desc=f"{ledger.label} expiry",
