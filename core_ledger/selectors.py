@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.db import connections
@@ -192,25 +192,37 @@ def entry_list(*, ledger: Ledger[EntryT, Any, Any], user_id: int | None = None) 
 
 
 HOLD_STATUSES = tuple(AbstractHold.Status.values)
+HoldT = TypeVar("HoldT", bound=AbstractHold)
 
 
 def hold_list(
-    *, ledger: AnyLedger, user_id: int | None = None, status: str | None = None
+    *,
+    ledger: AnyLedger,
+    user_id: int | None = None,
+    status: str | None = None,
+    seen_by: int | None = None,
 ) -> QuerySet[AbstractHold]:
     """Holds newest first; only ``user_id``'s when given; only those whose status (as callers
-    see it: a pending hold past its expiry is ``expired``) is ``status`` when given."""
+    see it: a pending hold past its expiry is ``expired``) is ``status`` when given; only those
+    on ``seen_by``'s account or placed by them when given (what a caller without
+    ``view_all_accounts`` may see)."""
     qs: QuerySet[AbstractHold] = ledger.hold_model.objects.all().order_by("-id")
     if user_id is not None:
         qs = qs.filter(user_id=user_id)
+    if seen_by is not None:
+        qs = qs.filter(Q(user_id=seen_by) | Q(created_by_id=seen_by))
+    return qs if status is None else hold_status_filter(qs, status)
+
+
+def hold_status_filter(qs: QuerySet[HoldT], status: str) -> QuerySet[HoldT]:
+    """``qs`` narrowed to the holds whose status, as callers see it, is ``status``."""
     if status == AbstractHold.Status.PENDING:
-        qs = qs.filter(status=status, expires_at__gt=Now())
-    elif status == AbstractHold.Status.EXPIRED:
-        qs = qs.filter(
+        return qs.filter(status=status, expires_at__gt=Now())
+    if status == AbstractHold.Status.EXPIRED:
+        return qs.filter(
             Q(status=status) | Q(status=AbstractHold.Status.PENDING, expires_at__lte=Now())
         )
-    elif status is not None:
-        qs = qs.filter(status=status)
-    return qs
+    return qs.filter(status=status)
 
 
 def hold_get(*, ledger: AnyLedger, hold_id: int) -> AbstractHold | None:

@@ -23,6 +23,7 @@ from core_ledger.api.views import (
     AllBalancesView,
     BalanceViewSet,
     EntryViewSet,
+    HoldViewSet,
     LedgerListView,
     LedgerViewMixin,
     MyBalanceView,
@@ -57,6 +58,7 @@ def ledger_urlpatterns(ledger: AnyLedger) -> Routes:
     router = SimpleRouter()
     router.register("entries", bind(EntryViewSet, ledger), basename=f"{label}-entry")
     router.register("balances", bind(BalanceViewSet, ledger), basename=f"{label}-balance")
+    router.register("holds", bind(HoldViewSet, ledger), basename=f"{label}-hold")
     return [
         path("balance/", bind(MyBalanceView, ledger).as_view(), name=f"{label}-my-balance"),
         *router.urls,
