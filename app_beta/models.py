@@ -6,10 +6,10 @@ from core_ledger.models import (
     AbstractHold,
     AbstractLedgerEntry,
     AbstractLot,
-    lot_entry_field,
-    operation_check,
     entry_hold_field,
     hold_entry_field,
+    lot_entry_field,
+    operation_check,
     operation_field,
 )
 

@@ -394,9 +394,7 @@ class AbstractHold(models.Model):
         editable=False,
         help_text="Idempotency key of the capture or release, if it sent one.",
     )
-    resolution_fingerprint = models.CharField(
-        max_length=64, blank=True, default="", editable=False
-    )
+    resolution_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
     lot_moves = models.JSONField(
         null=True,
         blank=True,

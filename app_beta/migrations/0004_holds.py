@@ -8,111 +8,302 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('app_beta', '0003_expiring_credits'),
+        ("app_beta", "0003_expiring_credits"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BetaHold',
+            name="BetaHold",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('amount', models.BigIntegerField(help_text='Credits reserved (positive).')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('captured', 'Captured'), ('released', 'Released'), ('expired', 'Expired')], default='pending', max_length=16)),
-                ('captured_amount', models.BigIntegerField(blank=True, help_text='Credits the capture took (1..amount); null otherwise.', null=True)),
-                ('expires_at', models.DateTimeField(help_text='From this moment the hold cannot be captured.')),
-                ('created_at', models.DateTimeField()),
-                ('resolved_at', models.DateTimeField(blank=True, help_text='When it left pending; null while pending.', null=True)),
-                ('description', models.CharField(blank=True, default='', max_length=500)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('idempotency_key', models.CharField(blank=True, help_text='Client key making the placement idempotent; unique per user in this ledger.', max_length=255, null=True)),
-                ('request_fingerprint', models.CharField(blank=True, default='', editable=False, max_length=64)),
-                ('resolution_key', models.CharField(blank=True, editable=False, help_text='Idempotency key of the capture or release, if it sent one.', max_length=255, null=True)),
-                ('resolution_fingerprint', models.CharField(blank=True, default='', editable=False, max_length=64)),
-                ('lot_moves', models.JSONField(blank=True, editable=False, help_text='Which lots the reservation drew from: [[lot entry id or null, -credits]], soonest expiry first; null when it drew from no lot.', null=True)),
-                ('operation', models.CharField(choices=[('DAILY_REWARD', 'Daily reward'), ('SIGNUP_CREDIT', 'Signup credit'), ('CREDIT_SPEND', 'Credit spend'), ('CREDIT_ADD', 'Credit add'), ('REVERSAL', 'Reversal'), ('EXPIRY', 'Expiry'), ('REFERRAL_BONUS', 'Referral bonus'), ('PURCHASE', 'Purchase')], help_text="What the entry is for; one of the ledger's operations.", max_length=64)),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("amount", models.BigIntegerField(help_text="Credits reserved (positive).")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("captured", "Captured"),
+                            ("released", "Released"),
+                            ("expired", "Expired"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "captured_amount",
+                    models.BigIntegerField(
+                        blank=True,
+                        help_text="Credits the capture took (1..amount); null otherwise.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "expires_at",
+                    models.DateTimeField(help_text="From this moment the hold cannot be captured."),
+                ),
+                ("created_at", models.DateTimeField()),
+                (
+                    "resolved_at",
+                    models.DateTimeField(
+                        blank=True, help_text="When it left pending; null while pending.", null=True
+                    ),
+                ),
+                ("description", models.CharField(blank=True, default="", max_length=500)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                (
+                    "idempotency_key",
+                    models.CharField(
+                        blank=True,
+                        help_text="Client key making the placement idempotent; unique per user in this ledger.",
+                        max_length=255,
+                        null=True,
+                    ),
+                ),
+                (
+                    "request_fingerprint",
+                    models.CharField(blank=True, default="", editable=False, max_length=64),
+                ),
+                (
+                    "resolution_key",
+                    models.CharField(
+                        blank=True,
+                        editable=False,
+                        help_text="Idempotency key of the capture or release, if it sent one.",
+                        max_length=255,
+                        null=True,
+                    ),
+                ),
+                (
+                    "resolution_fingerprint",
+                    models.CharField(blank=True, default="", editable=False, max_length=64),
+                ),
+                (
+                    "lot_moves",
+                    models.JSONField(
+                        blank=True,
+                        editable=False,
+                        help_text="Which lots the reservation drew from: [[lot entry id or null, -credits]], soonest expiry first; null when it drew from no lot.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "operation",
+                    models.CharField(
+                        choices=[
+                            ("DAILY_REWARD", "Daily reward"),
+                            ("SIGNUP_CREDIT", "Signup credit"),
+                            ("CREDIT_SPEND", "Credit spend"),
+                            ("CREDIT_ADD", "Credit add"),
+                            ("REVERSAL", "Reversal"),
+                            ("EXPIRY", "Expiry"),
+                            ("REFERRAL_BONUS", "Referral bonus"),
+                            ("PURCHASE", "Purchase"),
+                        ],
+                        help_text="What the entry is for; one of the ledger's operations.",
+                        max_length=64,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'beta hold',
-                'db_table': 'app_beta_hold',
-                'ordering': ['-id'],
-                'abstract': False,
+                "verbose_name": "beta hold",
+                "db_table": "app_beta_hold",
+                "ordering": ["-id"],
+                "abstract": False,
             },
         ),
         migrations.AddField(
-            model_name='betabalance',
-            name='held',
-            field=models.BigIntegerField(db_default=0, default=0, help_text='Credits reserved by pending holds (expired ones included until written down).'),
+            model_name="betabalance",
+            name="held",
+            field=models.BigIntegerField(
+                db_default=0,
+                default=0,
+                help_text="Credits reserved by pending holds (expired ones included until written down).",
+            ),
         ),
         migrations.AddField(
-            model_name='betabalance',
-            name='next_hold_expiry',
-            field=models.DateTimeField(blank=True, help_text='The soonest expires_at of a pending hold; null when none.', null=True),
+            model_name="betabalance",
+            name="next_hold_expiry",
+            field=models.DateTimeField(
+                blank=True,
+                help_text="The soonest expires_at of a pending hold; null when none.",
+                null=True,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='betabalance',
-            constraint=models.CheckConstraint(condition=models.Q(('held__gte', 0), ('held__lte', models.F('balance'))), name='app_beta_betabalance_held_within_balance'),
+            model_name="betabalance",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("held__gte", 0), ("held__lte", models.F("balance"))),
+                name="app_beta_betabalance_held_within_balance",
+            ),
         ),
         migrations.AddField(
-            model_name='betahold',
-            name='created_by',
-            field=models.ForeignKey(blank=True, db_index=False, help_text='Who placed it (may capture or release it); empty for the system.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='%(app_label)s_%(class)s_placed', to=settings.AUTH_USER_MODEL),
+            model_name="betahold",
+            name="created_by",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                help_text="Who placed it (may capture or release it); empty for the system.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="%(app_label)s_%(class)s_placed",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='betahold',
-            name='entry',
-            field=models.OneToOneField(blank=True, editable=False, help_text='The debit entry the capture posted; null unless captured.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='captured_hold', to='app_beta.betaentry'),
+            model_name="betahold",
+            name="entry",
+            field=models.OneToOneField(
+                blank=True,
+                editable=False,
+                help_text="The debit entry the capture posted; null unless captured.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="captured_hold",
+                to="app_beta.betaentry",
+            ),
         ),
         migrations.AddField(
-            model_name='betahold',
-            name='user',
-            field=models.ForeignKey(db_index=False, help_text='The account holder whose credits are reserved.', on_delete=django.db.models.deletion.PROTECT, related_name='%(app_label)s_%(class)s_holds', to=settings.AUTH_USER_MODEL),
+            model_name="betahold",
+            name="user",
+            field=models.ForeignKey(
+                db_index=False,
+                help_text="The account holder whose credits are reserved.",
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="%(app_label)s_%(class)s_holds",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='betaentry',
-            name='hold',
-            field=models.OneToOneField(blank=True, editable=False, help_text='The hold this entry captures; null for every other entry.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='capture_entry', to='app_beta.betahold'),
+            model_name="betaentry",
+            name="hold",
+            field=models.OneToOneField(
+                blank=True,
+                editable=False,
+                help_text="The hold this entry captures; null for every other entry.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="capture_entry",
+                to="app_beta.betahold",
+            ),
         ),
         migrations.AddIndex(
-            model_name='betahold',
-            index=models.Index(fields=['user', 'id'], name='app_beta_betahold_user_id'),
+            model_name="betahold",
+            index=models.Index(fields=["user", "id"], name="app_beta_betahold_user_id"),
         ),
         migrations.AddIndex(
-            model_name='betahold',
-            index=models.Index(condition=models.Q(('status', 'pending')), fields=['expires_at'], name='app_beta_betahold_due'),
+            model_name="betahold",
+            index=models.Index(
+                condition=models.Q(("status", "pending")),
+                fields=["expires_at"],
+                name="app_beta_betahold_due",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='betahold',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='app_beta_betahold_amount_positive'),
+            model_name="betahold",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gt", 0)), name="app_beta_betahold_amount_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='betahold',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'captured', 'released', 'expired'])), name='app_beta_betahold_known_status'),
+            model_name="betahold",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["pending", "captured", "released", "expired"])),
+                name="app_beta_betahold_known_status",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='betahold',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'captured'), ('captured_amount__gte', 1), ('captured_amount__lte', models.F('amount')), ('entry__isnull', False)), models.Q(models.Q(('status', 'captured'), _negated=True), ('captured_amount__isnull', True), ('entry__isnull', True)), _connector='OR'), name='app_beta_betahold_capture_consistent'),
+            model_name="betahold",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("status", "captured"),
+                        ("captured_amount__gte", 1),
+                        ("captured_amount__lte", models.F("amount")),
+                        ("entry__isnull", False),
+                    ),
+                    models.Q(
+                        models.Q(("status", "captured"), _negated=True),
+                        ("captured_amount__isnull", True),
+                        ("entry__isnull", True),
+                    ),
+                    _connector="OR",
+                ),
+                name="app_beta_betahold_capture_consistent",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='betahold',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('resolved_at__isnull', True), ('status', 'pending')), models.Q(models.Q(('status', 'pending'), _negated=True), ('resolved_at__isnull', False)), _connector='OR'), name='app_beta_betahold_resolved_at_iff_resolved'),
+            model_name="betahold",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("resolved_at__isnull", True), ("status", "pending")),
+                    models.Q(
+                        models.Q(("status", "pending"), _negated=True),
+                        ("resolved_at__isnull", False),
+                    ),
+                    _connector="OR",
+                ),
+                name="app_beta_betahold_resolved_at_iff_resolved",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='betahold',
-            constraint=models.UniqueConstraint(condition=models.Q(('idempotency_key__isnull', False)), fields=('user', 'idempotency_key'), name='app_beta_betahold_idempotency_key'),
+            model_name="betahold",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("idempotency_key__isnull", False)),
+                fields=("user", "idempotency_key"),
+                name="app_beta_betahold_idempotency_key",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='betahold',
-            constraint=models.CheckConstraint(condition=models.Q(('operation__in', ['DAILY_REWARD', 'SIGNUP_CREDIT', 'CREDIT_SPEND', 'CREDIT_ADD', 'REVERSAL', 'EXPIRY', 'REFERRAL_BONUS', 'PURCHASE'])), name='app_beta_betahold_known_operation'),
+            model_name="betahold",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "operation__in",
+                        [
+                            "DAILY_REWARD",
+                            "SIGNUP_CREDIT",
+                            "CREDIT_SPEND",
+                            "CREDIT_ADD",
+                            "REVERSAL",
+                            "EXPIRY",
+                            "REFERRAL_BONUS",
+                            "PURCHASE",
+                        ],
+                    )
+                ),
+                name="app_beta_betahold_known_operation",
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='betahold',
-            trigger=pgtrigger.compiler.Trigger(name='resolved_hold_final', sql=pgtrigger.compiler.UpsertTriggerSql(condition="WHEN (OLD.status <> 'pending')", func="RAISE EXCEPTION 'pgtrigger: Cannot update rows from % table', TG_TABLE_NAME;", hash='bfa8b36db97ba6735aa27b3655451c677507b547', operation='UPDATE', pgid='pgtrigger_resolved_hold_final_20d9e', table='app_beta_hold', when='BEFORE')),
+            model_name="betahold",
+            trigger=pgtrigger.compiler.Trigger(
+                name="resolved_hold_final",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    condition="WHEN (OLD.status <> 'pending')",
+                    func="RAISE EXCEPTION 'pgtrigger: Cannot update rows from % table', TG_TABLE_NAME;",
+                    hash="bfa8b36db97ba6735aa27b3655451c677507b547",
+                    operation="UPDATE",
+                    pgid="pgtrigger_resolved_hold_final_20d9e",
+                    table="app_beta_hold",
+                    when="BEFORE",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='betahold',
-            trigger=pgtrigger.compiler.Trigger(name='hold_kept', sql=pgtrigger.compiler.UpsertTriggerSql(func="RAISE EXCEPTION 'pgtrigger: Cannot delete rows from % table', TG_TABLE_NAME;", hash='a63c93aaf4774de85e4eaa8bf1e2c2a69897115c', operation='DELETE', pgid='pgtrigger_hold_kept_2d453', table='app_beta_hold', when='BEFORE')),
+            model_name="betahold",
+            trigger=pgtrigger.compiler.Trigger(
+                name="hold_kept",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="RAISE EXCEPTION 'pgtrigger: Cannot delete rows from % table', TG_TABLE_NAME;",
+                    hash="a63c93aaf4774de85e4eaa8bf1e2c2a69897115c",
+                    operation="DELETE",
+                    pgid="pgtrigger_hold_kept_2d453",
+                    table="app_beta_hold",
+                    when="BEFORE",
+                ),
+            ),
         ),
     ]

@@ -89,7 +89,7 @@ IDEMPOTENT_REPLAYED = OpenApiParameter(
 )
 
 
-def IDEMPOTENT_REPLAYED_ON(status: int) -> OpenApiParameter:  # noqa: N802  # reads like the constant
+def IDEMPOTENT_REPLAYED_ON(status: int) -> OpenApiParameter:  # reads like the constant
     """The ``Idempotent-Replayed`` response header on another success status (captures: 200)."""
     return OpenApiParameter(
         REPLAYED_HEADER,

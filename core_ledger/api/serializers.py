@@ -16,8 +16,8 @@ from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.utils import timezone
 from django.core.validators import RegexValidator
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.utils import html
@@ -438,7 +438,6 @@ def hold_create_serializer_for(label: str) -> type[HoldCreateSerializer]:
     )
     name = f"{_class_prefix(label)}HoldCreateSerializer"
     return type(name, (HoldCreateSerializer,), {"operation": operation, "__module__": __name__})
-
 
 
 # --- balances ------------------------------------------------------------------------------------

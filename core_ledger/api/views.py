@@ -42,9 +42,9 @@ from core_ledger.api.schema import (
     RESPONSE_HEADERS,
     REVERSE_EXAMPLE,
     entry_create_request,
-    hold_create_examples,
     entry_post_examples,
     errors,
+    hold_create_examples,
     path_id,
 )
 from core_ledger.api.serializers import (

@@ -36,10 +36,9 @@ from core_ledger.exceptions import (
     OperationNotAllowed,
     ValidationFailed,
 )
-from core_ledger.ledger import AnyLedger, Direction
+from core_ledger.ledger import AnyLedger, Direction, Ledger, OpT
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, AbstractHold
 from core_ledger.operations import SharedOperation
-from core_ledger.services import idempotency
 from core_ledger.services.lots import (
     BalanceState,
     Move,
@@ -332,9 +331,9 @@ def _split(moves: list[list[Any]] | None, amount: int) -> tuple[list[Move], list
 
 def hold_place(
     *,
-    ledger: AnyLedger,
+    ledger: Ledger[Any, Any, OpT],
     user_id: int,
-    operation: str,
+    operation: OpT,
     amount: int | None,
     actor: Actor = None,
     expires_in: int | None = None,
@@ -345,7 +344,8 @@ def hold_place(
     """Reserve ``amount`` credits of ``user_id`` for a debit ``operation`` the caller may post.
 
     Writes no entry: ``available`` drops by ``amount``, ``balance`` stays. Refused with
-    ``insufficient_credits`` beyond what is available. With ``idempotency_key`` a repeat of the
+    ``insufficient_credits`` beyond what is available. ``operation`` is a member of the ledger's
+    operations class (``ledger.operation(text)`` parses outside strings). With ``idempotency_key`` a repeat of the
     same request replays the first hold (``replayed``); another request with the key is 422.
     """
     op = ledger.operation(operation)
@@ -446,7 +446,9 @@ def _place(
                 if lot is not None:
                     lots[lot][0] += delta
             lot_credits = sum(remaining for remaining, _ in lots.values())
-            next_expiry = min((at for remaining, at in lots.values() if remaining > 0), default=None)
+            next_expiry = min(
+                (at for remaining, at in lots.values() if remaining > 0), default=None
+            )
             if any(lot is not None for lot, _ in moves):
                 lot_moves = [[lot, delta] for lot, delta in moves]
             cursor.execute(
@@ -474,7 +476,6 @@ def _place(
         amount=amount,
         status=Status.PENDING,
         captured_amount=None,
-        entry_id=None,
         expires_at=expires_at,
         created_by_id=created_by,
         created_at=created_at,
@@ -609,7 +610,7 @@ def _resolve(
             cursor.execute(resolve_sql(ledger, capture=capture), params)
             row = cursor.fetchone()
             if row is not None:
-                entry_id, _, _, _, lot_credits, next_expiry, resolved_at = row
+                _, _, _, _, lot_credits, next_expiry, resolved_at = row
                 if state is not None and lot_credits and next_expiry and next_expiry <= resolved_at:
                     # Credits given back to a lot that has expired meanwhile expire at once.
                     sweep(cursor, ledger, state, hold.user_id)

@@ -64,7 +64,11 @@ def test_place_capture_and_read_a_hold(ledger: AnyLedger, user: Any, api: Any) -
     body = captured.json()
     assert (body["status"], body["captured_amount"]) == ("captured", 20)
     entry = api.get(url(ledger, f"entries/{body['entry']}/")).json()
-    assert (entry["amount"], entry["operation"], entry["balance_after"]) == (-20, "CREDIT_SPEND", 80)
+    assert (entry["amount"], entry["operation"], entry["balance_after"]) == (
+        -20,
+        "CREDIT_SPEND",
+        80,
+    )
     balance = api.get(url(ledger, "balance/")).json()
     assert (balance["balance"], balance["held"], balance["available"]) == (80, 0, 80)
     assert api.get(url(ledger, f"holds/{hold['id']}/")).json() == body
@@ -119,7 +123,9 @@ def test_a_capture_amount_outside_one_to_the_hold_is_400(
 ) -> None:
     set_balance(ledger=ledger, user=user, to=100)
     hold = place(api, ledger, {"operation": "CREDIT_SPEND", "amount": 30}).json()
-    response = api.post(url(ledger, f"holds/{hold['id']}/capture/"), {"amount": amount}, format="json")
+    response = api.post(
+        url(ledger, f"holds/{hold['id']}/capture/"), {"amount": amount}, format="json"
+    )
     assert response.status_code == 400 and error_code(response) == "validation_error"
     assert ledger.hold_model.objects.get(pk=hold["id"]).status == "pending"
 
@@ -136,8 +142,12 @@ def test_idempotency_key_replays_and_refuses_reuse(ledger: AnyLedger, user: Any,
     other = place(api, ledger, {**body, "amount": 11}, HTTP_IDEMPOTENCY_KEY="abc")
     assert other.status_code == 422 and error_code(other) == "idempotency_key_reused"
     hold_id = first.json()["id"]
-    c1 = api.post(url(ledger, f"holds/{hold_id}/capture/"), {}, format="json", HTTP_IDEMPOTENCY_KEY="c")
-    c2 = api.post(url(ledger, f"holds/{hold_id}/capture/"), {}, format="json", HTTP_IDEMPOTENCY_KEY="c")
+    c1 = api.post(
+        url(ledger, f"holds/{hold_id}/capture/"), {}, format="json", HTTP_IDEMPOTENCY_KEY="c"
+    )
+    c2 = api.post(
+        url(ledger, f"holds/{hold_id}/capture/"), {}, format="json", HTTP_IDEMPOTENCY_KEY="c"
+    )
     assert c1.status_code == c2.status_code == 200
     assert c2.headers["Idempotent-Replayed"] == "true" and c2.json() == c1.json()
     assert ledger.hold_model.objects.filter(user=user).count() == 1
@@ -173,14 +183,19 @@ def test_list_filters_by_status_and_user_and_pages_by_cursor(
 ) -> None:
     set_balance(ledger=ledger, user=user, to=100)
     set_balance(ledger=ledger, user=other_user, to=100)
-    ids = [place(api, ledger, {"operation": "CREDIT_SPEND", "amount": 1}).json()["id"] for _ in range(5)]
+    ids = [
+        place(api, ledger, {"operation": "CREDIT_SPEND", "amount": 1}).json()["id"]
+        for _ in range(5)
+    ]
     api.post(url(ledger, f"holds/{ids[0]}/release/"))
     api.post(url(ledger, f"holds/{ids[1]}/capture/"), {}, format="json")
     short = place(api, ledger, {"operation": "CREDIT_SPEND", "amount": 1, "expires_in": 1}).json()
     token_client(other_user).post(
         url(ledger, "holds/"), {"operation": "CREDIT_SPEND", "amount": 1}, format="json"
     )
-    time.sleep(max(0.0, (parse_datetime(short["expires_at"]) - timezone.now()).total_seconds()) + 0.1)
+    short_expiry = parse_datetime(short["expires_at"])
+    assert short_expiry is not None
+    time.sleep(max(0.0, (short_expiry - timezone.now()).total_seconds()) + 0.1)
 
     def listed(client: Any, query: str) -> list[int]:
         return [h["id"] for h in client.get(url(ledger, f"holds/?{query}")).json()["results"]]

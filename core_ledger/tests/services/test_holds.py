@@ -141,9 +141,7 @@ def test_bad_amounts_are_refused(ledger: AnyLedger, user: Any, amount: Any) -> N
 
 def test_unknown_user_is_a_validation_error(ledger: AnyLedger, staff: Any) -> None:
     with pytest.raises(ValidationFailed):
-        hold_place(
-            ledger=ledger, user_id=987654, operation=Op.CREDIT_SPEND, amount=1, actor=staff
-        )
+        hold_place(ledger=ledger, user_id=987654, operation=Op.CREDIT_SPEND, amount=1, actor=staff)
 
 
 def test_the_default_lifetime_comes_from_settings(ledger: AnyLedger, user: Any) -> None:
@@ -194,12 +192,8 @@ def test_a_repeated_key_replays_and_another_request_is_refused(
 def test_capture_and_release_keys_replay(ledger: AnyLedger, user: Any) -> None:
     set_balance(ledger=ledger, user=user, to=100)
     hold = place(ledger, user, 10)
-    first = hold_capture(
-        ledger=ledger, hold_id=hold.pk, amount=4, actor=user, idempotency_key="c"
-    )
-    again = hold_capture(
-        ledger=ledger, hold_id=hold.pk, amount=4, actor=user, idempotency_key="c"
-    )
+    first = hold_capture(ledger=ledger, hold_id=hold.pk, amount=4, actor=user, idempotency_key="c")
+    again = hold_capture(ledger=ledger, hold_id=hold.pk, amount=4, actor=user, idempotency_key="c")
     assert again.replayed and again.hold.entry_id == first.hold.entry_id
     with pytest.raises(IdempotencyKeyReused):
         hold_capture(ledger=ledger, hold_id=hold.pk, amount=5, actor=user, idempotency_key="c")
@@ -222,7 +216,11 @@ def test_capture_posts_one_debit_entry_naming_its_hold(ledger: AnyLedger, user: 
     assert captured.resolved_at is not None
     entry = ledger.entry_model.objects.get(pk=captured.entry_id)
     assert (entry.amount, entry.balance_after, entry.hold_id) == (-30, 70, hold.pk)
-    assert (entry.operation, entry.description, entry.metadata) == (Op.CREDIT_SPEND, "fee", {"m": 1})
+    assert (entry.operation, entry.description, entry.metadata) == (
+        Op.CREDIT_SPEND,
+        "fee",
+        {"m": 1},
+    )
     assert snap(ledger, user) == (70, 0, 70)
 
 
