@@ -54,7 +54,11 @@ def test_concurrent_capture_release_capture_of_one_hold_one_wins(ledger: AnyLedg
             ledger=ledger, user_id=user.pk, operation=Op.CREDIT_SPEND, amount=10, actor=user
         ).hold
         actions = [hold_capture, hold_release, hold_capture]
-        results = race(3, lambda i: actions[i](ledger=ledger, hold_id=hold.pk, actor=user))
+
+        def resolve(i: int, hold_id: int = hold.pk, actions: list[Any] = actions) -> Any:
+            return actions[i](ledger=ledger, hold_id=hold_id, actor=user)
+
+        results = race(3, resolve)
         assert Counter(outcome(r) for r in results) == {"ok": 1, "hold_not_pending": 2}
         stored = ledger.hold_model.objects.get(pk=hold.pk)
         assert stored.status in ("captured", "released")
