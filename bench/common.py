@@ -32,7 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-BENCH_DB = "bench_shared_ledger"
+# BENCH_DATABASE: another name, for several checkouts benching on one server side by side.
+BENCH_DB = os.environ.get("BENCH_DATABASE", "bench_shared_ledger")
 ALLOW_TRUNCATE_SETTING = "shared_ledger.allow_truncate"
 ENTRY_TABLE = "app_alpha_entry"
 BALANCE_TABLE = "app_alpha_balance"

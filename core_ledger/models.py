@@ -413,11 +413,12 @@ class AbstractHold(models.Model):
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["user", "id"], name="%(app_label)s_%(class)s_user_id"),
-            # Pending holds by expiry: ledger_expire's batches and the user's next expiry.
+            # A user's pending holds by expiry: the next hold expiry each resolution recomputes
+            # (bounded by the pending holds, never by history), and ledger_expire's batches.
             models.Index(
-                fields=["expires_at"],
+                fields=["user", "expires_at"],
                 condition=Q(status="pending"),
-                name="%(app_label)s_%(class)s_due",
+                name="%(app_label)s_%(class)s_pending",
             ),
         ]
         constraints = [

@@ -18,6 +18,7 @@ otherwise the slow path writes expired holds down first (:func:`sweep_holds`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -147,6 +148,19 @@ def place_sql(ledger: AnyLedger, *, fast: bool) -> str:
     )
 
 
+def _entry_sequence(ledger: AnyLedger) -> str:
+    """The entries' id sequence as a SQL string literal (resolved once per process)."""
+    return _sequence_literal(ledger.db_alias, ledger.entry_model._meta.db_table)
+
+
+@functools.cache
+def _sequence_literal(alias: str, table: str) -> str:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
+        name: str = cursor.fetchone()[0]
+    return "'" + name.replace("'", "''") + "'"
+
+
 def resolve_sql(ledger: AnyLedger, *, capture: bool) -> str:
     """One statement resolving a pending, unexpired hold: capture (posts its debit entry) or
     release; nothing at all if the hold is not pending or has expired (no row returned).
@@ -154,7 +168,7 @@ def resolve_sql(ledger: AnyLedger, *, capture: bool) -> str:
     The hold, the lots, the balance row and the entry move together: the hold's UPDATE decides,
     every other part reads from it. The capture entry's id is drawn from the entries' sequence in
     the hold's UPDATE, so the hold names its entry and the entry its hold in one statement.
-    Parameters: [capture: captured amount, entry table name], resolution key, fingerprint, hold
+    Parameters: [capture: captured amount], resolution key, fingerprint, hold
     id, lot ids, deltas given back, credits given back to lots, [capture: entry lot_moves JSON,
     created_by]. Returns (entry id, balance_after, created_at, day, lot_credits, next_expiry,
     resolved_at): the entry columns are null on a release.
@@ -162,7 +176,7 @@ def resolve_sql(ledger: AnyLedger, *, capture: bool) -> str:
     entry_table, balance_table, lot_table, hold_table = _tables(ledger)
     status = Status.CAPTURED if capture else Status.RELEASED
     capture_sets = (
-        "captured_amount = %s, entry_id = nextval(pg_get_serial_sequence(%s, 'id')), "
+        f"captured_amount = %s, entry_id = nextval({_entry_sequence(ledger)}::regclass), "
         if capture
         else ""
     )
@@ -300,13 +314,6 @@ def effective_status(hold: AbstractHold, now: datetime) -> str:
 def _not_pending(hold: AbstractHold, now: datetime) -> HoldNotPending:
     status = effective_status(hold, now)
     return HoldNotPending(f"Hold {hold.pk} is {status}; it can no longer change.", status=status)
-
-
-def _db_now(alias: str) -> datetime:
-    with connections[alias].cursor() as cursor:
-        cursor.execute("SELECT clock_timestamp()")
-        now: datetime = cursor.fetchone()[0]
-    return now
 
 
 def _split(moves: list[list[Any]] | None, amount: int) -> tuple[list[Move], list[Move]]:
@@ -555,75 +562,118 @@ def _resolve(
     actor: Actor,
     idempotency_key: str | None,
 ) -> HoldResult:
-    model = ledger.hold_model
-    alias = ledger.db_alias
-    hold = model.objects.using(alias).filter(pk=hold_id).first()
-    if hold is None:
-        raise HoldNotFound(f"No hold {hold_id} in ledger {ledger.label!r}.")
-    if not can_resolve(ledger, actor, hold):
-        raise OperationNotAllowed(
-            "Only the caller who placed this hold (or a service account of this ledger) may "
-            f"{'capture' if capture else 'release'} it."
-        )
+    """Capture or release under the user's balance row lock: one statement reads the hold and
+    locks its user's balance row, one statement resolves it (or finds it no longer pending)."""
+    from core_ledger.services.sql import bigint_array, statement_cursor, translate_db_error
+
     if amount is not None and (
-        isinstance(amount, bool) or not isinstance(amount, int) or not 1 <= amount <= hold.amount
+        isinstance(amount, bool) or not isinstance(amount, int) or amount < 1
     ):
         raise ValidationFailed(
-            f"amount must be between 1 and the hold's {hold.amount}.",
-            amount=[f"Ensure this value is between 1 and {hold.amount}."],
+            "amount must be a whole number from 1.", amount=["A whole number from 1."]
         )
     key = clean_key(idempotency_key)
-    fingerprint = ""
-    if key is not None:
-        fingerprint = _fingerprint(
-            {
-                "action": "capture" if capture else "release",
-                "actor": actor_id(actor),
-                "amount": amount,
-                "hold": hold.pk,
-            }
-        )
-        if hold.resolution_key == key:
-            return _replay_resolution(hold, fingerprint)
-    if hold.status != Status.PENDING:
-        raise _not_pending(hold, _db_now(alias))
-    captured = hold.amount if amount is None else amount
-    kept, back = _split(hold.lot_moves, captured if capture else 0)
-    entry_moves = [[lot, delta] for lot, delta in kept] if hold.lot_moves else None
-    from core_ledger.services.sql import bigint_array, statement_cursor
-
-    entry_table = ledger.entry_model._meta.db_table
-    params: list[Any] = [captured, entry_table] if capture else []
-    params += [
-        key,
-        fingerprint,
-        hold.pk,
-        nullable_bigint_array([lot for lot, _ in back]),
-        bigint_array([delta for _, delta in back]),
-        sum(delta for _, delta in back),
-    ]
-    if capture:
-        params += [actor_id(actor), None if entry_moves is None else json.dumps(entry_moves)]
+    alias = ledger.db_alias
+    row: Any = None
     try:
         with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
-            state = lock_balance(cursor, ledger, hold.user_id)
+            cursor.execute(read_and_lock_sql(ledger), [hold_id])
+            found = cursor.fetchone()
+            if found is None:
+                raise HoldNotFound(f"No hold {hold_id} in ledger {ledger.label!r}.")
+            hold, state = _hold_and_state(ledger, found)
+            if not can_resolve(ledger, actor, hold):
+                raise OperationNotAllowed(
+                    "Only the caller who placed this hold (or a service account of this ledger) "
+                    f"may {'capture' if capture else 'release'} it."
+                )
+            if amount is not None and amount > hold.amount:
+                raise ValidationFailed(
+                    f"amount must be between 1 and the hold's {hold.amount}.",
+                    amount=[f"Ensure this value is between 1 and {hold.amount}."],
+                )
+            fingerprint = ""
+            if key is not None:
+                fingerprint = _fingerprint(
+                    {
+                        "action": "capture" if capture else "release",
+                        "actor": actor_id(actor),
+                        "amount": amount,
+                        "hold": hold.pk,
+                    }
+                )
+                if hold.resolution_key == key:
+                    return _replay_resolution(hold, fingerprint)
+            if hold.status != Status.PENDING:
+                raise _not_pending(hold, state.now)
+            captured = hold.amount if amount is None else amount
+            kept, back = _split(hold.lot_moves, captured if capture else 0)
+            params: list[Any] = [captured] if capture else []
+            params += [
+                key,
+                fingerprint,
+                hold.pk,
+                nullable_bigint_array([lot for lot, _ in back]),
+                bigint_array([delta for _, delta in back]),
+                sum(delta for _, delta in back),
+            ]
+            if capture:
+                moves = [[lot, delta] for lot, delta in kept] if hold.lot_moves else None
+                params += [actor_id(actor), None if moves is None else json.dumps(moves)]
             cursor.execute(resolve_sql(ledger, capture=capture), params)
             row = cursor.fetchone()
-            if row is not None:
-                _, _, _, _, lot_credits, next_expiry, resolved_at = row
-                if state is not None and lot_credits and next_expiry and next_expiry <= resolved_at:
-                    # Credits given back to a lot that has expired meanwhile expire at once.
-                    sweep(cursor, ledger, state, hold.user_id)
+            if row is None:  # past its expiry: the statement refused it
+                raise _not_pending(hold, state.now)
+            entry_id, _, _, _, lot_credits, next_expiry, resolved_at = row
+            if lot_credits and next_expiry and next_expiry <= resolved_at:
+                # Credits given back to a lot that has expired meanwhile expire at once.
+                sweep(cursor, ledger, state, hold.user_id)
     except IntegrityError as exc:
-        from core_ledger.services.sql import translate_db_error
+        raise translate_db_error(exc, operation="hold") from exc
+    # The hold as the statement left it (no query to read it back).
+    hold.status = Status.CAPTURED if capture else Status.RELEASED
+    hold.captured_amount = captured if capture else None
+    hold.entry_id = entry_id
+    hold.resolved_at = resolved_at
+    hold.resolution_key = key
+    hold.resolution_fingerprint = fingerprint
+    return HoldResult(hold=hold)
 
-        raise translate_db_error(exc, operation=hold.operation) from exc
-    fresh = model.objects.using(alias).get(pk=hold.pk)
-    if row is None:
-        if key is not None and fresh.resolution_key == key:  # a concurrent twin won: replay it
-            return _replay_resolution(fresh, fingerprint)
-        raise _not_pending(fresh, _db_now(alias))
-    return HoldResult(hold=fresh)
+
+@functools.cache
+def _hold_columns(model: type[AbstractHold]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The hold model's attribute names and columns, in field order."""
+    fields = model._meta.concrete_fields
+    return tuple(f.attname for f in fields), tuple(f.column for f in fields)
+
+
+def read_and_lock_sql(ledger: AnyLedger) -> str:
+    """One statement: the hold's row, and its user's balance row locked (``FOR UPDATE``) and
+    read as :func:`lock_balance` reads it. The hold's own row is not locked: the resolving
+    statement decides on it (``status = 'pending'``) under the balance row lock."""
+    from core_ledger.services.sql import quote_name
+
+    _, balance_table, _, hold_table = _tables(ledger)
+    _, columns = _hold_columns(ledger.hold_model)
+    listed = ", ".join(f"h.{quote_name(c)}" for c in columns)
+    return (
+        f"SELECT {listed}, b.balance, b.lot_credits, b.next_expiry, clock_timestamp(), b.held, "
+        f"b.next_hold_expiry FROM {hold_table} h JOIN {balance_table} b ON b.user_id = h.user_id "
+        "WHERE h.id = %s FOR UPDATE OF b"
+    )
+
+
+def _hold_and_state(ledger: AnyLedger, row: Any) -> tuple[AbstractHold, BalanceState]:
+    model = ledger.hold_model
+    names, _ = _hold_columns(model)
+    values = dict(zip(names, row[: len(names)], strict=True))
+    for name in ("metadata", "lot_moves"):  # jsonb comes back as text from a raw cursor
+        if isinstance(values[name], str):
+            values[name] = json.loads(values[name])
+    hold = model(*[values[name] for name in names])
+    hold._state.adding = False
+    hold._state.db = ledger.db_alias
+    return hold, BalanceState(*row[len(names) :])
 
 
 def _replay_resolution(hold: AbstractHold, fingerprint: str) -> HoldResult:
