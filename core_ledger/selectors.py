@@ -366,7 +366,11 @@ def _hold_checks(
                              FROM {hold_table} WHERE status = 'pending' GROUP BY user_id) s
               ON s.user_id = b.user_id
             WHERE coalesce(b.held, 0) <> coalesce(s.total, 0) OR b.held < 0
-               OR b.held > b.balance OR b.next_hold_expiry IS DISTINCT FROM s.soonest
+               OR b.held > b.balance
+               -- next_hold_expiry: null with no pending hold, else at most the soonest expiry
+               -- (a lower bound: a capture or release leaves it, the next slow path resets it)
+               OR (s.soonest IS NULL) <> (b.next_hold_expiry IS NULL)
+               OR b.next_hold_expiry > s.soonest
             """,
         ),
         (
@@ -463,7 +467,8 @@ def ledger_check(*, ledger: AnyLedger, user_ids: list[int] | None = None) -> lis
     entries recorded on it, the balance row's ``lot_credits`` and ``next_expiry`` matching the
     lots, each entry's moves adding up to its amount, and each EXPIRY emptying its lot; with
     the lots' remaining counting what pending holds reserve from them. Holds: 0 <= held <=
-    balance, held equal to the user's pending holds and next_hold_expiry their soonest expiry;
+    balance, held equal to the user's pending holds and next_hold_expiry null without one, else
+    at most their soonest expiry;
     a captured hold has exactly one entry, of -captured_amount (1..amount), that names it back;
     released, expired and pending holds have none; a hold's lot reservation adds up to it.
     """

@@ -22,11 +22,13 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.utils import timezone
 
 from core_ledger.conf import app_settings
 from core_ledger.exceptions import (
@@ -161,67 +163,103 @@ def _sequence_literal(alias: str, table: str) -> str:
     return "'" + name.replace("'", "''") + "'"
 
 
-def resolve_sql(ledger: AnyLedger, *, capture: bool) -> str:
+def resolve_sql(ledger: AnyLedger, *, capture: bool, lots: bool) -> str:
     """One statement resolving a pending, unexpired hold: capture (posts its debit entry) or
     release; nothing at all if the hold is not pending or has expired (no row returned).
 
-    The hold, the lots, the balance row and the entry move together: the hold's UPDATE decides,
+    The hold, the balance row, the lots and the entry move together: the hold's UPDATE decides,
     every other part reads from it. The capture entry's id is drawn from the entries' sequence in
     the hold's UPDATE, so the hold names its entry and the entry its hold in one statement.
-    Parameters: [capture: captured amount], resolution key, fingerprint, hold
-    id, lot ids, deltas given back, credits given back to lots, [capture: entry lot_moves JSON,
-    created_by]. Returns (entry id, balance_after, created_at, day, lot_credits, next_expiry,
-    resolved_at): the entry columns are null on a release.
+
+    ``lots=False`` (a hold that reserved no lot credits) takes the balance row lock itself, first
+    (``lk``; the clock and so the hold's UPDATE wait for it: every writer locks the balance row
+    before a hold row), and keeps ``next_hold_expiry`` a lower bound (null once no hold is
+    pending): a subquery here would read a snapshot taken before the lock. It also decides who
+    may and how much (a hold it may not resolve is left alone, and the caller reads why).
+    Parameters: hold id, [capture: amount or null for all], resolution key, fingerprint, hold id,
+    amount or null, may resolve anyone's (bool), caller id, [capture: created_by].
+    ``lots=True`` runs after :func:`lock_balance` and recomputes both expiries exactly.
+    Parameters: [capture: amount], key, fingerprint, hold id, lot ids, deltas given back, credits
+    given back, [capture: created_by, entry lot_moves JSON].
+    Returns (entry id, balance_after, created_at, day, lot_credits, next_expiry, resolved_at,
+    captured amount, then every column of the hold as resolved): the entry columns are null on a
+    release.
     """
     entry_table, balance_table, lot_table, hold_table = _tables(ledger)
     status = Status.CAPTURED if capture else Status.RELEASED
     capture_sets = (
-        f"captured_amount = %s, entry_id = nextval({_entry_sequence(ledger)}::regclass), "
+        "captured_amount = coalesce(%s::bigint, h.amount), "
+        f"entry_id = nextval({_entry_sequence(ledger)}::regclass), "
         if capture
         else ""
     )
-    head = (
-        "WITH t AS (SELECT clock_timestamp() AS ts), "
+    if lots:
+        head = "WITH t AS (SELECT clock_timestamp() AS ts), "
+        allowed = ""
+    else:
+        # The hold's user never changes: reading it from the statement's snapshot is safe.
+        head = (
+            f"WITH lk AS (SELECT user_id FROM {balance_table} WHERE user_id = "
+            f"(SELECT user_id FROM {hold_table} WHERE id = %s) FOR UPDATE), "
+            "t AS (SELECT clock_timestamp() AS ts FROM lk), "
+        )
+        # Who may (the system, a post_any_entry holder, or the placer) and how much: a hold
+        # the statement may not resolve is left alone, and the caller finds out why.
+        allowed = (
+            "AND h.lot_moves IS NULL AND h.amount >= coalesce(%s::bigint, 1) "
+            "AND (%s::boolean OR h.created_by_id = %s) "
+        )
+    head += (
         f"h AS (UPDATE {hold_table} h SET status = '{status.value}', {capture_sets}"
         "resolved_at = t.ts, resolution_key = %s, resolution_fingerprint = %s FROM t "
-        "WHERE h.id = %s AND h.status = 'pending' AND h.expires_at > t.ts "
-        "RETURNING h.id, h.user_id, h.operation, h.amount, h.captured_amount, h.entry_id, "
-        "h.description, h.metadata), "
-        "mv AS (SELECT m.* FROM unnest(%s::bigint[], %s::bigint[]) AS m(lot_id, delta) "
-        "WHERE EXISTS (SELECT 1 FROM h)), "
-        f"ul AS (UPDATE {lot_table} l SET remaining = l.remaining + mv.delta FROM mv "
-        "WHERE l.entry_id = mv.lot_id RETURNING l.expires_at), "
+        f"WHERE h.id = %s AND h.status = 'pending' AND h.expires_at > t.ts {allowed}"
+        "RETURNING h.*), "
     )
+    if lots:
+        head += (
+            "mv AS (SELECT m.* FROM unnest(%s::bigint[], %s::bigint[]) AS m(lot_id, delta) "
+            "WHERE EXISTS (SELECT 1 FROM h)), "
+            f"ul AS (UPDATE {lot_table} l SET remaining = l.remaining + mv.delta FROM mv "
+            "WHERE l.entry_id = mv.lot_id RETURNING l.expires_at), "
+        )
+        sets = (
+            "lot_credits = bb.lot_credits + %s, "
+            f"next_expiry = {_lots_after(lot_table, 'bb.user_id', 'ul')}, "
+            f"next_hold_expiry = (SELECT min(o.expires_at) FROM {hold_table} o "
+            "WHERE o.user_id = bb.user_id AND o.status = 'pending' AND o.id <> h.id)"
+        )
+    else:
+        sets = (
+            "next_hold_expiry = CASE WHEN bb.held = h.amount THEN NULL ELSE bb.next_hold_expiry END"
+        )
     balance_move = "bb.balance - h.captured_amount" if capture else "bb.balance"
     balance = (
         f"bu AS (UPDATE {balance_table} bb SET balance = {balance_move}, "
-        "held = bb.held - h.amount, lot_credits = bb.lot_credits + %s, "
-        f"next_expiry = {_lots_after(lot_table, 'bb.user_id', 'ul')}, "
-        f"next_hold_expiry = (SELECT min(o.expires_at) FROM {hold_table} o "
-        "WHERE o.user_id = bb.user_id AND o.status = 'pending' AND o.id <> h.id)"
+        f"held = bb.held - h.amount, {sets}"
         + (", updated_at = t.ts" if capture else "")
         + " FROM h, t WHERE bb.user_id = h.user_id "
-        "RETURNING bb.balance, bb.lot_credits, bb.next_expiry) "
+        "RETURNING bb.balance, bb.lot_credits, bb.next_expiry)"
     )
     if not capture:
         return (
             head
             + balance
-            + "SELECT NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::date, bu.lot_credits, "
-            "bu.next_expiry, t.ts FROM bu, t"
+            + " SELECT NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::date, bu.lot_credits, "
+            "bu.next_expiry, t.ts, h.captured_amount, h.* FROM bu, t, h"
         )
     return (
         head
-        + balance.rstrip()
+        + balance
         + ", "
         + f"e AS (INSERT INTO {entry_table} (id, user_id, operation, amount, balance_after, "
         "idempotency_key, request_fingerprint, description, metadata, reverses_id, "
         "created_by_id, created_at, day, expires_at, lot_moves, hold_id) "
         "SELECT h.entry_id, h.user_id, h.operation, -h.captured_amount, bu.balance, NULL, '', "
         "h.description, h.metadata, NULL, %s, t.ts, (t.ts AT TIME ZONE 'UTC')::date, NULL, "
-        "%s::jsonb, h.id FROM h, bu, t RETURNING id, balance_after, created_at, day) "
-        "SELECT e.id, e.balance_after, e.created_at, e.day, bu.lot_credits, bu.next_expiry, t.ts "
-        "FROM e, bu, t"
+        + ("%s::jsonb" if lots else "NULL")
+        + ", h.id FROM h, bu, t RETURNING id, balance_after, created_at, day) "
+        "SELECT e.id, e.balance_after, e.created_at, e.day, bu.lot_credits, bu.next_expiry, t.ts, "
+        "h.captured_amount, h.* FROM e, bu, t, h"
     )
 
 
@@ -279,6 +317,15 @@ def sweep_holds(cursor: Any, ledger: AnyLedger, state: BalanceState, user_id: in
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+def _one_statement(alias: str) -> AbstractContextManager[Any]:
+    """Where one statement is a whole write: in autocommit it is its own transaction (no BEGIN
+    or COMMIT round trip); inside a caller's transaction a savepoint keeps a refusal (a unique
+    key taken, a CHECK) from breaking that transaction."""
+    if connections[alias].in_atomic_block:
+        return transaction.atomic(using=alias)
+    return nullcontext()
 
 
 def _fingerprint(parts: Mapping[str, Any]) -> str:
@@ -431,12 +478,13 @@ def _place(
 
     alias = ledger.db_alias
     lot_moves: list[list[Any]] | None = None
-    with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
+    with _one_statement(alias), statement_cursor(alias) as cursor:
         cursor.execute(
             place_sql(ledger, fast=True), [user_id, amount, lasts, amount, *values, None]
         )
         row = cursor.fetchone()
-        if row is None:
+    if row is None:  # lots, an expired hold to write down, or not enough: under the lock
+        with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
             state = lock_balance(cursor, ledger, user_id)
             if state is None:
                 raise InsufficientCredits(
@@ -562,9 +610,16 @@ def _resolve(
     actor: Actor,
     idempotency_key: str | None,
 ) -> HoldResult:
-    """Capture or release under the user's balance row lock: one statement reads the hold and
-    locks its user's balance row, one statement resolves it (or finds it no longer pending)."""
-    from core_ledger.services.sql import bigint_array, statement_cursor, translate_db_error
+    """Capture or release: one statement decides under the user's balance row lock.
+
+    It takes the lock, resolves the hold only if still pending and unexpired (and the caller
+    placed it, and the amount fits), moves the balance row and, for a capture, appends the
+    entry. Only when it resolves nothing is the hold read, to say why (404, 403, 400, 409, or a
+    replay) or to take the slower path: a caller who did not place it (``post_any_entry``, whose
+    permission look-up costs queries), or a hold that reserved lot credits (the lock, the
+    statement, and the expiry of credits given back to lots that have expired).
+    """
+    from core_ledger.services.sql import statement_cursor, translate_db_error
 
     if amount is not None and (
         isinstance(amount, bool) or not isinstance(amount, int) or amount < 1
@@ -573,71 +628,107 @@ def _resolve(
             "amount must be a whole number from 1.", amount=["A whole number from 1."]
         )
     key = clean_key(idempotency_key)
-    alias = ledger.db_alias
+    caller = actor_id(actor)
+    fingerprint = ""
+    if key is not None:
+        fingerprint = _fingerprint(
+            {
+                "action": "capture" if capture else "release",
+                "actor": caller,
+                "amount": amount,
+                "hold": hold_id,
+            }
+        )
     row: Any = None
     try:
-        with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
-            cursor.execute(read_and_lock_sql(ledger), [hold_id])
-            found = cursor.fetchone()
-            if found is None:
-                raise HoldNotFound(f"No hold {hold_id} in ledger {ledger.label!r}.")
-            hold, state = _hold_and_state(ledger, found)
-            if not can_resolve(ledger, actor, hold):
-                raise OperationNotAllowed(
-                    "Only the caller who placed this hold (or a service account of this ledger) "
-                    f"may {'capture' if capture else 'release'} it."
-                )
-            if amount is not None and amount > hold.amount:
-                raise ValidationFailed(
-                    f"amount must be between 1 and the hold's {hold.amount}.",
-                    amount=[f"Ensure this value is between 1 and {hold.amount}."],
-                )
-            fingerprint = ""
-            if key is not None:
-                fingerprint = _fingerprint(
-                    {
-                        "action": "capture" if capture else "release",
-                        "actor": actor_id(actor),
-                        "amount": amount,
-                        "hold": hold.pk,
-                    }
-                )
-                if hold.resolution_key == key:
-                    return _replay_resolution(hold, fingerprint)
-            if hold.status != Status.PENDING:
-                raise _not_pending(hold, state.now)
-            captured = hold.amount if amount is None else amount
-            kept, back = _split(hold.lot_moves, captured if capture else 0)
-            params: list[Any] = [captured] if capture else []
-            params += [
-                key,
-                fingerprint,
-                hold.pk,
-                nullable_bigint_array([lot for lot, _ in back]),
-                bigint_array([delta for _, delta in back]),
-                sum(delta for _, delta in back),
-            ]
-            if capture:
-                moves = [[lot, delta] for lot, delta in kept] if hold.lot_moves else None
-                params += [actor_id(actor), None if moves is None else json.dumps(moves)]
-            cursor.execute(resolve_sql(ledger, capture=capture), params)
+        with _one_statement(ledger.db_alias), statement_cursor(ledger.db_alias) as cursor:
+            cursor.execute(
+                resolve_sql(ledger, capture=capture, lots=False),
+                [
+                    hold_id,
+                    *([amount] if capture else []),
+                    key,
+                    fingerprint,
+                    hold_id,
+                    amount,
+                    actor is None,
+                    caller,
+                    *([caller] if capture else []),
+                ],
+            )
             row = cursor.fetchone()
-            if row is None:  # past its expiry: the statement refused it
-                raise _not_pending(hold, state.now)
-            entry_id, _, _, _, lot_credits, next_expiry, resolved_at = row
-            if lot_credits and next_expiry and next_expiry <= resolved_at:
-                # Credits given back to a lot that has expired meanwhile expire at once.
-                sweep(cursor, ledger, state, hold.user_id)
+            if row is not None:
+                return HoldResult(hold=_hold_from_row(ledger, cursor.description[8:], row[8:]))
+        # The statement resolved nothing: read the hold to say why, or take the slower path.
+        hold = _read_hold(ledger, hold_id)
+        if hold is None:
+            raise HoldNotFound(f"No hold {hold_id} in ledger {ledger.label!r}.")
+        if not can_resolve(ledger, actor, hold):
+            raise OperationNotAllowed(
+                "Only the caller who placed this hold (or a service account of this "
+                f"ledger) may {'capture' if capture else 'release'} it."
+            )
+        if amount is not None and amount > hold.amount:
+            raise ValidationFailed(
+                f"amount must be between 1 and the hold's {hold.amount}.",
+                amount=[f"Ensure this value is between 1 and {hold.amount}."],
+            )
+        if key is not None and hold.resolution_key == key:
+            return _replay_resolution(hold, fingerprint)
+        if hold.status != Status.PENDING or hold.expires_at <= timezone.now():
+            raise _not_pending(hold, timezone.now())
+        resolved = _resolve_locked(ledger, hold, capture, amount, caller, key, fingerprint)
+        if resolved is None:  # resolved meanwhile, or expired: say which
+            fresh = _read_hold(ledger, hold_id)
+            assert fresh is not None
+            if key is not None and fresh.resolution_key == key:  # a concurrent twin won
+                return _replay_resolution(fresh, fingerprint)
+            raise _not_pending(fresh, timezone.now())
     except IntegrityError as exc:
         raise translate_db_error(exc, operation="hold") from exc
-    # The hold as the statement left it (no query to read it back).
-    hold.status = Status.CAPTURED if capture else Status.RELEASED
-    hold.captured_amount = captured if capture else None
-    hold.entry_id = entry_id
-    hold.resolved_at = resolved_at
-    hold.resolution_key = key
-    hold.resolution_fingerprint = fingerprint
-    return HoldResult(hold=hold)
+    return HoldResult(hold=resolved)
+
+
+def _resolve_locked(
+    ledger: AnyLedger,
+    hold: AbstractHold,
+    capture: bool,
+    amount: int | None,
+    caller: int | None,
+    key: str | None,
+    fingerprint: str,
+) -> AbstractHold | None:
+    """The resolution once the hold is read and the caller allowed: under :func:`lock_balance`,
+    the statement (with the lots the hold reserved), then the expiry of credits it gave back
+    to lots that have expired. The hold as resolved, or None if it resolved nothing."""
+    from core_ledger.services.sql import bigint_array, statement_cursor
+
+    captured = hold.amount if amount is None else amount
+    kept, back = _split(hold.lot_moves, captured if capture else 0)
+    params: list[Any] = [captured] if capture else []
+    params += [
+        key,
+        fingerprint,
+        hold.pk,
+        nullable_bigint_array([lot for lot, _ in back]),
+        bigint_array([delta for _, delta in back]),
+        sum(delta for _, delta in back),
+    ]
+    if capture:
+        moves = [[lot, d] for lot, d in kept] if hold.lot_moves is not None else None
+        params += [caller, None if moves is None else json.dumps(moves)]
+    with transaction.atomic(using=ledger.db_alias), statement_cursor(ledger.db_alias) as cursor:
+        state = lock_balance(cursor, ledger, hold.user_id)
+        cursor.execute(resolve_sql(ledger, capture=capture, lots=True), params)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        resolved = _hold_from_row(ledger, cursor.description[8:], row[8:])
+        lot_credits, next_expiry, resolved_at = row[4], row[5], row[6]
+        if state is not None and lot_credits and next_expiry and next_expiry <= resolved_at:
+            # Credits given back to a lot that has expired meanwhile expire at once.
+            sweep(cursor, ledger, state, hold.user_id)
+    return resolved
 
 
 @functools.cache
@@ -647,33 +738,30 @@ def _hold_columns(model: type[AbstractHold]) -> tuple[tuple[str, ...], tuple[str
     return tuple(f.attname for f in fields), tuple(f.column for f in fields)
 
 
-def read_and_lock_sql(ledger: AnyLedger) -> str:
-    """One statement: the hold's row, and its user's balance row locked (``FOR UPDATE``) and
-    read as :func:`lock_balance` reads it. The hold's own row is not locked: the resolving
-    statement decides on it (``status = 'pending'``) under the balance row lock."""
-    from core_ledger.services.sql import quote_name
+def _read_hold(ledger: AnyLedger, hold_id: int) -> AbstractHold | None:
+    """One hold by id as a model instance (a prepared statement; no lock), or None."""
+    from core_ledger.services.sql import quote_name, statement_cursor
 
-    _, balance_table, _, hold_table = _tables(ledger)
-    _, columns = _hold_columns(ledger.hold_model)
-    listed = ", ".join(f"h.{quote_name(c)}" for c in columns)
-    return (
-        f"SELECT {listed}, b.balance, b.lot_credits, b.next_expiry, clock_timestamp(), b.held, "
-        f"b.next_hold_expiry FROM {hold_table} h JOIN {balance_table} b ON b.user_id = h.user_id "
-        "WHERE h.id = %s FOR UPDATE OF b"
-    )
+    hold_table = quote_name(ledger.hold_model._meta.db_table)
+    with statement_cursor(ledger.db_alias) as cursor:
+        cursor.execute(f"SELECT * FROM {hold_table} WHERE id = %s", [hold_id])
+        row = cursor.fetchone()
+        return None if row is None else _hold_from_row(ledger, cursor.description, row)
 
 
-def _hold_and_state(ledger: AnyLedger, row: Any) -> tuple[AbstractHold, BalanceState]:
+def _hold_from_row(ledger: AnyLedger, description: Any, row: Any) -> AbstractHold:
+    """A hold model instance from a raw row whose columns ``description`` names."""
     model = ledger.hold_model
-    names, _ = _hold_columns(model)
-    values = dict(zip(names, row[: len(names)], strict=True))
+    names, columns = _hold_columns(model)
+    by_column = dict(zip((d.name for d in description), row, strict=True))
+    values = {name: by_column[column] for name, column in zip(names, columns, strict=True)}
     for name in ("metadata", "lot_moves"):  # jsonb comes back as text from a raw cursor
         if isinstance(values[name], str):
             values[name] = json.loads(values[name])
     hold = model(*[values[name] for name in names])
     hold._state.adding = False
     hold._state.db = ledger.db_alias
-    return hold, BalanceState(*row[len(names) :])
+    return hold
 
 
 def _replay_resolution(hold: AbstractHold, fingerprint: str) -> HoldResult:
