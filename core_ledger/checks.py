@@ -75,7 +75,7 @@ def _dropped_guards(ledger: AnyLedger) -> list[checks.CheckMessage]:
         if not isinstance(model, type) or not issubclass(model, abstract):
             continue
         constraints, indexes, triggers = _core_meta(abstract)
-        meta: Any = model._meta
+        meta: Any = getattr(model, "_meta")  # noqa: B009  # narrowed to a plain type here
         for kind, core, own, id in (
             ("constraints", constraints, meta.constraints, "E050"),
             ("indexes", indexes, meta.indexes, "E051"),

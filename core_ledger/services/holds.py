@@ -758,7 +758,9 @@ def _hold_from_row(ledger: AnyLedger, description: Any, row: Any) -> AbstractHol
     for name in ("metadata", "lot_moves"):  # jsonb comes back as text from a raw cursor
         if isinstance(values[name], str):
             values[name] = json.loads(values[name])
-    hold = model(*[values[name] for name in names])
+    # Positional values in field order: Model.__init__'s fast path (as when loading a row).
+    factory: Any = model
+    hold: AbstractHold = factory(*[values[name] for name in names])
     hold._state.adding = False
     hold._state.db = ledger.db_alias
     return hold
