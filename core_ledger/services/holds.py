@@ -671,7 +671,7 @@ def _resolve(
         if amount is not None and amount > hold.amount:
             raise ValidationFailed(
                 f"amount must be between 1 and the hold's {hold.amount}.",
-                amount=[f"Ensure this value is between 1 and {hold.amount}."],
+                amount=[f"Ensure this value is at most {hold.amount}, the hold's amount."],
             )
         if key is not None and hold.resolution_key == key:
             return _replay_resolution(hold, fingerprint)
