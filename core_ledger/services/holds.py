@@ -8,12 +8,20 @@ the lots' ``remaining`` while the hold is pending (they stay reserved even if th
 a capture keeps what it takes and gives the rest back, a release or an expiry gives all back, and
 credits given back to a lot that has expired expire at once.
 
-Every write here runs under the user's balance row lock and is one statement after it (a data-
-modifying CTE that moves the hold, the lots, the balance row and, for a capture, appends the
-entry), so the statement itself decides (``status = 'pending' AND expires_at > now``): never a
-read-then-write in Python. The balance row keeps ``next_hold_expiry``, so a post by a user whose
-holds are all unexpired stays the one conditional UPDATE of :mod:`core_ledger.services.sql`;
-otherwise the slow path writes expired holds down first (:func:`sweep_holds`).
+Every write here runs under the user's balance row lock, and the statement itself decides (a
+data-modifying CTE that moves the hold, the lots, the balance row and, for a capture, appends the
+entry: ``balance - held >= amount``, ``status = 'pending' AND expires_at > now``): never a
+read-then-write in Python. In the common case (no lots involved, the caller placed the hold) a
+placement, a capture and a release are each ONE statement, its own transaction in autocommit
+(issue 16's shape): the capture's statement takes the balance row lock first, in a CTE the rest
+waits for. Otherwise the lock is taken by :func:`lots.lock_balance` in a statement of its own and
+the statements after it see a snapshot taken under it.
+
+The balance row keeps ``next_hold_expiry`` (null with no pending hold, else at most the soonest
+expiry among them: a one-statement capture or release leaves it as a lower bound), so a post by a
+user whose holds are all unexpired stays the one conditional UPDATE of
+:mod:`core_ledger.services.sql`; otherwise the slow path writes expired holds down first
+(:func:`sweep_holds`, which also sets ``next_hold_expiry`` exactly).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import json
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connections, transaction
@@ -820,8 +828,3 @@ def holds_expire(
         after = users[-1]
         if on_batch is not None:
             on_batch(len(users))
-
-
-def hold_lifetime_default() -> timedelta:
-    """How long a hold lasts when the request gives no ``expires_in``."""
-    return timedelta(seconds=app_settings.HOLD_EXPIRES_IN)
