@@ -234,6 +234,37 @@ def test_reversing_an_expiring_credit_needs_its_whole_lot(ledger: AnyLedger, use
     assert reversal.lot_moves == [[fresh.pk, -4]] and lots_of(ledger, user)[fresh.pk] == 0
 
 
+def test_reversing_a_credit_that_never_expires_takes_back_such_credits_first(
+    ledger: AnyLedger, user: Any
+) -> None:
+    """Taking back a never-expiring credit must not leave the user holding longer-lived credits
+    than before: never-expiring credits go first, then the lots that expire last."""
+    operator = make_user(operator=True)
+    set_balance(ledger=ledger, user=user, to=0)
+
+    def add(amount: int) -> Any:
+        return entry_post(
+            ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=amount, actor=operator
+        ).entry
+
+    def undo(entry: Any) -> Any:
+        return entry_reverse(ledger=ledger, entry_id=entry.pk, reason="mistake", actor=operator)
+
+    soon = lot_credit(ledger, user, 10, timedelta(days=1))
+    late = lot_credit(ledger, user, 10, timedelta(days=9))
+    assert undo(add(20)).lot_moves is None  # all 20 from the never-expiring credits
+    assert lots_of(ledger, user) == {soon.pk: 10, late.pk: 10}
+
+    plain = add(4)
+    spend(ledger, user, 22)  # both lots, then 2 of the 4 that never expire
+    lot_l = lot_credit(ledger, user, 10, timedelta(days=5))
+    lot_m = lot_credit(ledger, user, 10, timedelta(days=8))
+    reversal = undo(plain)  # the 2 never-expiring credits left, then 2 of the latest lot
+    assert reversal.lot_moves == [[None, -2], [lot_m.pk, -2]]
+    assert lots_of(ledger, user) == {soon.pk: 0, late.pk: 0, lot_l.pk: 10, lot_m.pk: 8}
+    assert balance_get(ledger=ledger, user_id=user.pk) == 18
+
+
 def test_an_expiry_cannot_be_reversed(ledger: AnyLedger, user: Any) -> None:
     operator = make_user(operator=True)
     lot = lot_credit(ledger, user, 3, SHORT)
