@@ -419,9 +419,7 @@ class LotsMachine(RuleBasedStateMachine):
             assert snapshot.balance == account.balance, (snapshot.balance, account.balance)
             assert snapshot.available == account.available(now)
             stored = dict(
-                self.ledger.lot_model.objects.filter(user_id=user_id).values_list(
-                    "entry_id", "remaining"
-                )
+                self.ledger.lot_model.objects.filter(user_id=user_id).values_list("pk", "remaining")
             )
             assert stored == {i: lot.remaining for i, lot in account.lots.items()}
             assert expiries.get(user_id, 0) == account.expiries
