@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import connections, models, router
+from django.db import connections, router
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
@@ -65,7 +65,7 @@ class _Lookup:
             self._converters(f, connection) for f in self.user_fields
         ]
 
-    def _converters(self, field: models.Field[Any, Any], connection: Any) -> list[Converter]:
+    def _converters(self, field: Any, connection: Any) -> list[Converter]:
         column = field.get_col(field.model._meta.db_table)
         return [*connection.ops.get_db_converters(column), *field.get_db_converters(connection)]
 

@@ -306,6 +306,32 @@ def test_a_bulk_grant_makes_lots_and_writes_pending_expiries_first(ledger: AnyLe
     assert ops == ["CREDIT_ADD", "EXPIRY"]
 
 
+def test_a_grant_to_all_active_users_finds_them_in_the_database(ledger: AnyLedger) -> None:
+    """The all-users path: the database picks the active users lacking the grant, writes
+    pending expiries first, and a rerun finds nobody (everyone counted as having it)."""
+    from core_ledger.selectors import active_users
+
+    users = [make_user() for _ in range(3)]
+    inactive = make_user(is_active=False)
+    old = lot_credit(ledger, users[0], 7, SHORT)
+    wait_past(old.expires_at)
+    done = grant_bulk(ledger=ledger, operation=Op.DAILY_REWARD, all_active_users=True)
+    total = active_users().count()
+    assert (done.granted, done.skipped, done.failed) == (total, 0, 0)
+    assert not ledger.entry_model.objects.filter(user=inactive, operation="DAILY_REWARD").exists()
+    ops = list(
+        ledger.entry_model.objects.filter(user=users[0])
+        .order_by("-id")
+        .values_list("operation", flat=True)[:2]
+    )
+    assert ops == ["DAILY_REWARD", "EXPIRY"]
+    counted: list[int] = []
+    again = grant_bulk(
+        ledger=ledger, operation=Op.DAILY_REWARD, all_active_users=True, on_batch=counted.append
+    )
+    assert (again.granted, again.skipped) == (0, total) and sum(counted) == total
+
+
 def test_ledger_check_catches_a_lot_that_disagrees_with_its_history(
     ledger: AnyLedger, user: Any
 ) -> None:
