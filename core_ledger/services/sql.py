@@ -1,8 +1,8 @@
 """The SQL of a post: lock and move the balance row, append the entry, in one transaction.
 
 Every write locks the user's balance row first (one conditional ``UPDATE … RETURNING`` or upsert),
-then inserts the entry with the new ``balance_after``: one statement (a data-modifying CTE), one round trip in autocommit.
-The row lock serialises writers per (ledger, user); the ``CHECK (balance >= 0)`` and the unique
+then inserts the entry with the new ``balance_after``: for the common post both are one statement
+(a data-modifying CTE), one round trip in autocommit. The row lock serialises writers per (ledger, user); the ``CHECK (balance >= 0)`` and the unique
 indexes are the database's own guard behind the Python checks. Database refusals are mapped to
 domain errors by :func:`translate_db_error`.
 """
