@@ -330,8 +330,9 @@ def _lot_checks(
             """,
         ),
         (
-            # An EXPIRY takes what was left: right after it, its lot holds nothing; and it comes
-            # no earlier than the lot's expiry. (A running sum per lot: linear, not a self-join.)
+            # An EXPIRY takes what was left: right after it, its lot holds nothing but what
+            # pending holds reserved from it; and it comes no earlier than the lot's expiry.
+            # (A running sum per lot: linear, not a self-join.)
             "bad_expiry",
             f"""
             WITH mv AS MATERIALIZED ({moves})
@@ -342,7 +343,13 @@ def _lot_checks(
                          l.amount + sum(mv.delta) OVER (PARTITION BY mv.lot ORDER BY mv.entry_id)
                            AS left_after
                   FROM mv JOIN {lot_table} l ON l.entry_id = mv.lot) r
-            WHERE operation = 'EXPIRY' AND (left_after <> 0 OR created_at < expires_at)
+            WHERE operation = 'EXPIRY' AND (created_at < expires_at OR left_after <> (
+                -- what holds pending at that moment had reserved from the lot stays reserved
+                SELECT coalesce(sum(-(m->>1)::bigint), 0)
+                FROM {hold_table} h, jsonb_array_elements(h.lot_moves) m
+                WHERE h.user_id = r.user_id AND h.lot_moves IS NOT NULL
+                  AND (m->>0)::bigint = r.lot AND h.created_at < r.created_at
+                  AND (h.resolved_at IS NULL OR h.resolved_at > r.created_at)))
             """,
         ),
     ]
