@@ -432,3 +432,20 @@ def test_ledger_check_sees_a_broken_held_amount(ledger: AnyLedger) -> None:
         transaction.set_rollback(True)
     assert kinds == {"held_mismatch"}
     assert ledger_check(ledger=ledger, user_ids=[user.pk]) == []
+
+
+def test_a_lot_expiring_under_a_pending_hold_keeps_what_the_hold_reserved(
+    ledger: AnyLedger, user: Any
+) -> None:
+    start = balance_get(ledger=ledger, user_id=user.pk)
+    lot = lot_credit(ledger, user, 20, timedelta(milliseconds=600))
+    hold = place(ledger, user, 15, expires_in=3600)
+    wait_past(lot.expires_at)
+    call_command("ledger_expire", "--ledger", ledger.label, stdout=StringIO())
+    first = ledger.entry_model.objects.get(user=user, operation="EXPIRY")
+    assert first.amount == -5  # what the hold did not reserve
+    assert ledger_check(ledger=ledger, user_ids=[user.pk]) == []
+    hold_release(ledger=ledger, hold_id=hold.pk, actor=user)
+    expiries = ledger.entry_model.objects.filter(user=user, operation="EXPIRY").order_by("id")
+    assert [e.amount for e in expiries] == [-5, -15]  # given back to an expired lot: at once
+    assert snap(ledger, user) == (start, 0, start)
