@@ -476,6 +476,7 @@ def test_core_installs_into_a_new_project_with_an_email_user_model(
         "user_id": facts["user_id"],
         "username": EMAIL,
         "balance": 142,
+        "held": 0,
         "available": 142,
         "next_expiry": None,
         "expiring": 0,
