@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import Model
 
@@ -73,11 +74,14 @@ def _fallback(alias: str, reason: str) -> None:
 def _probe(alias: str) -> _State:
     """Ask the replica whether it is a standby and how far behind it is."""
     now = time.monotonic()
+    connection = connections[alias]
     try:
-        with connections[alias].cursor() as cursor:
+        connection.ensure_connection()
+        # The driver's own cursor: a probe is not the request's read (nor in its log line).
+        with connection.connection.cursor() as cursor:
             cursor.execute(LAG_SQL)
             in_recovery, lag = cursor.fetchone()
-    except DatabaseError:
+    except (DatabaseError, psycopg.Error):
         connections[alias].close()
         logger.warning("Replica %s does not answer: reads go to the primary", alias)
         return _State(now, False, "down")
