@@ -568,7 +568,9 @@ def stop() -> bool:
     for name in ("replica", "primary"):
         if name in state:
             Postgres(
-                Path(state[name]["datadir"]), state[name]["port"], Path(state["bindir"]),
+                Path(state[name]["datadir"]),
+                state[name]["port"],
+                Path(state["bindir"]),
                 state["user"],
             ).stop()
     path.unlink()
