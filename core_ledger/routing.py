@@ -108,10 +108,22 @@ def replica_usable(alias: str) -> bool:
     return state.usable
 
 
+def record_state(alias: str, *, usable: bool, reason: str) -> None:
+    """Take ``alias`` as usable or not until its next check."""
+    with _lock:
+        _states[alias] = _State(time.monotonic(), usable, reason)
+
+
+def state_of(alias: str) -> tuple[bool, str] | None:
+    """Whether ``alias`` was usable at its last check, and why (None: never checked)."""
+    with _lock:
+        state = _states.get(alias)
+    return None if state is None else (state.usable, state.reason)
+
+
 def mark_down(alias: str) -> None:
     """Skip ``alias`` until its next check (a read on it just failed)."""
-    with _lock:
-        _states[alias] = _State(time.monotonic(), False, "error")
+    record_state(alias, usable=False, reason="error")
     connections[alias].close()
 
 
@@ -123,7 +135,7 @@ def forget_states() -> None:
 
 def choose_replica() -> str | None:
     """A usable replica alias (round robin over the configured ones), or None: the primary."""
-    aliases = [a for a in app_settings.READ_REPLICAS if a in connections]
+    aliases = app_settings.READ_REPLICAS
     if not aliases:
         return None
     start = next(_turn)
@@ -140,12 +152,22 @@ def current_replica() -> str | None:
 
 
 @contextmanager
-def _on(alias: str | None) -> Generator[None]:
+def reading_from(alias: str | None) -> Generator[None]:
+    """Route the block's reads to ``alias`` (None: the primary), unchecked."""
     token = _current.set(alias)
     try:
         yield
     finally:
         _current.reset(token)
+
+
+@contextmanager
+def replica_scope() -> Generator[str | None]:
+    """Run the block's reads on a usable replica (or the primary if none): for reads that cannot
+    simply run again, like an export that streams rows as it goes. Yields the alias used."""
+    alias = choose_replica()
+    with reading_from(alias):
+        yield alias
 
 
 def lag_tolerant(read: Callable[[], T]) -> T:
@@ -158,13 +180,13 @@ def lag_tolerant(read: Callable[[], T]) -> T:
     if alias is None:
         return read()
     try:
-        with _on(alias):
+        with reading_from(alias):
             return read()
     except (OperationalError, InterfaceError):
         logger.warning("A read on replica %s failed: retried on the primary", alias, exc_info=True)
         mark_down(alias)
         _fallback(alias, "error")
-        with _on(None):
+        with reading_from(None):
             return read()
 
 
