@@ -514,6 +514,10 @@ def start() -> dict[str, Any]:
         )
     direct = {"DATABASE_URL": primary.url}
     manage(direct, "migrate", "--noinput", "-v0")
+    # DEBUG off serves static files from the manifest that collectstatic writes under DEBUG off.
+    manage({**direct, "DEBUG": "0", "SECRET_KEY": "collectstatic-not-secret"}, "collectstatic",
+           "--noinput", "-v0")  # fmt: skip
+    print(manage(direct, "ledger_demo").strip())
     database_url = primary.url
     if pgbouncer_program() is not None:
         bouncer = PgBouncer(STATE_DIR / "pgbouncer", primary.port)

@@ -11,6 +11,7 @@ replica does not show an entry posted after the pause.
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import tempfile
@@ -170,6 +171,14 @@ def test_lag_tolerant_reads_go_to_the_replica_and_the_rest_to_the_primary(
         assert mine.status_code == 200 and db == ["default"], db
         one, db = _get(server, f"/api/{LABEL}/entries/{new_id}/", operator)
         assert one.status_code == 200 and db == ["default"], db
+
+        # ledger_export reads from the replica as well.
+        env = topology.env(REPLICA_MAX_LAG_SECONDS="3600")
+        exported = manage(env, "ledger_export", "--ledger", LABEL, "--format", "jsonl")
+        ids = [json.loads(line)["id"] for line in exported.splitlines() if line]
+        assert ids and new_id not in ids
+        direct = manage({**env, "DATABASE_REPLICA_URLS": ""}, "ledger_export", "--ledger", LABEL)
+        assert f"\n{new_id}," in direct
     finally:
         topology.replica.sql("SELECT pg_wal_replay_resume()")
     post_lines = [x for x in server.log_lines() if x.get("method") == "POST"]
