@@ -336,6 +336,18 @@ def test_the_main_flows_run_through_pgbouncer_in_transaction_mode(
         assert httpx.get(f"{server.base_url}/readyz").json()["status"] == "ok"
         # The statements did go through PgBouncer, as transactions it pooled.
         assert bouncer.transactions() > 20
+
+        # The control: the same server without DATABASE_PGBOUNCER breaks behind it (a prepared
+        # statement lands on a server connection that already has one of that name, or none).
+        unaware = started(topology.server("pgbouncer-unaware", workers=3, DATABASE_URL=bouncer.url))
+        spender = topology.accounts["users"][11]
+        add = {"user": spender["id"], "operation": SharedOperation.CREDIT_ADD.value, "amount": 1}
+        operator = topology.accounts["operator"]["token"]
+        with ThreadPoolExecutor(6) as pool:
+            codes = list(pool.map(lambda _: _post(unaware, operator, add).status_code, range(60)))
+        assert 500 in codes, codes
+        tracebacks = [x.get("traceback", "") for x in unaware.log_lines() if x.get("status") == 500]
+        assert any("prepared statement" in t for t in tracebacks), tracebacks[:1]
     finally:
         bouncer.stop()
 
