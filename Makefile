@@ -13,8 +13,7 @@ WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m ledger_project.devd
 DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min} API_THROTTLE_ANON=$${API_THROTTLE_ANON:-100000/min} \
   API_THROTTLE_LOGIN=$${API_THROTTLE_LOGIN:-100000/min}
 
-.PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke clean \
-  topology topology-stop topology-status
+.PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke clean topology topology-stop topology-status
 
 help:
 	@echo "Development (DEBUG on, the embedded PostgreSQL unless DATABASE_URL is set):"
@@ -32,7 +31,7 @@ help:
 	@echo "  make topology     the production shape as local processes: PostgreSQL primary + streaming"
 	@echo "                    replica, PgBouncer, Redis, two gunicorn app servers (ports 8001, 8002)"
 	@echo "                    and the ledger_expire scheduler (state and logs in .topology/)"
-	@echo "  make topology-stop  stop all of it"
+	@echo "  make topology-stop  stop all of it; make topology-status prints its addresses"
 	@echo "Checks and benchmarks:"
 	@echo "  make check        lint + typecheck + makemigrations --check"
 	@echo "  make lint         ruff check and ruff format --check"
