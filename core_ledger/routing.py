@@ -43,12 +43,15 @@ _current: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "core_ledger_replica", default=None
 )
 
-# Lag as the replica sees it: 0 when it has replayed all it received and is streaming, else the
-# age of the last transaction it replayed (an idle primary sends nothing, which is not lag).
+# Lag as the replica sees it: 0 when it has replayed all it received and its WAL receiver runs,
+# else the age of the last transaction it replayed (an idle primary sends nothing, which is not
+# lag). A role without pg_read_all_stats sees the receiver's row with a NULL status: taken as
+# streaming (grant pg_read_all_stats to the app's role to have a stalled receiver seen too).
 LAG_SQL = (
     "SELECT pg_is_in_recovery(), "
     "CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() "
-    "AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') THEN 0 "
+    "AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver "
+    "WHERE coalesce(status, 'streaming') = 'streaming') THEN 0 "
     "ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 1e9) END"
 )
 

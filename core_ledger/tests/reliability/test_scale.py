@@ -495,3 +495,22 @@ def test_one_server_killed_mid_load_the_other_answers_and_nothing_acknowledged_i
     assert set(acknowledged) <= topology.entry_ids()
     manage({"DATABASE_URL": topology.primary.url}, "ledger_verify")
     print(f"kill: {len(acknowledged)} acknowledged, {len(failures)} failed connections")
+
+
+def test_the_lag_probe_sees_a_caught_up_replica_as_current_for_an_unprivileged_role(
+    topology: Topology,
+) -> None:
+    """A role without pg_read_all_stats sees pg_stat_wal_receiver's status as NULL: an idle
+    primary must still leave the replica usable (lag 0), not "behind" by the idle time."""
+    import psycopg
+
+    from core_ledger.routing import LAG_SQL
+
+    topology.primary.sql("DROP ROLE IF EXISTS plain_reader")
+    topology.primary.sql("CREATE ROLE plain_reader LOGIN")
+    wait_replayed(topology.primary, topology.replica)
+    time.sleep(1.2)  # idle: the last replayed commit is older than a second
+    url = f"postgres://plain_reader@127.0.0.1:{topology.replica.port}/shared_ledger"
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(LAG_SQL).fetchone()
+    assert row is not None and row[0] is True and float(row[1]) == 0.0, row
