@@ -108,8 +108,8 @@ class LedgerModelAdmin(_ModelAdmin):
 
         def read() -> HttpResponse:
             response = super(LedgerModelAdmin, self).changelist_view(request, context)
-            # Rendered here, so the list's queries run on the replica (a TemplateResponse
-            # would otherwise run them later, outside the lag-tolerant scope).
+            # Rendered here: queries that run only while the template renders (list_display
+            # columns, filters) then run in the lag-tolerant scope too, not after it.
             render = getattr(response, "render", None)
             if render is not None:
                 render()
