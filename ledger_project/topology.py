@@ -213,14 +213,21 @@ def start_databases(root: Path, *, replica: bool = True) -> tuple[Postgres, Post
     root.mkdir(parents=True, exist_ok=True)
     _chown(root, user)
     primary = Postgres(root / "primary", free_port(), bindir, user)
-    primary.initdb()
-    primary.start()
-    primary.sql(f"CREATE DATABASE {DATABASE}")
     standby = None
-    if replica:
-        standby = Postgres(root / "replica", free_port(), bindir, user)
-        standby.basebackup_from(primary)
-        standby.start()
+    try:
+        primary.initdb()
+        primary.start()
+        primary.sql(f"CREATE DATABASE {DATABASE}")
+        if replica:
+            standby = Postgres(root / "replica", free_port(), bindir, user)
+            standby.basebackup_from(primary)
+            standby.start()
+    except BaseException:
+        # Nothing of a half-started pair is left running.
+        if standby is not None:
+            standby.stop("immediate")
+        primary.stop("immediate")
+        raise
     return primary, standby
 
 

@@ -80,7 +80,11 @@ def topology() -> Iterator[Topology]:
     # Not pytest's tmp_path: its parent is private to root, and PostgreSQL runs as its own user.
     root = Path(tempfile.mkdtemp(prefix="sl-topology-"))
     root.chmod(0o755)
-    primary, replica = start_databases(root / "pg")
+    try:
+        primary, replica = start_databases(root / "pg")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     assert replica is not None
     try:
         manage({"DATABASE_URL": primary.url}, "migrate", "--noinput", "-v0")
