@@ -35,6 +35,7 @@ from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import AnyLedger, PostedBy, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, IDEMPOTENCY_KEY_MAX_LENGTH, AbstractHold
 from core_ledger.operations import SharedOperation
+from core_ledger.routing import lag_tolerant
 from core_ledger.selectors import (
     available_get,
     balance_get,
@@ -104,7 +105,20 @@ class LedgerModelAdmin(_ModelAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         context = {"ledger": self.get_ledger(), **(extra_context or {})}
-        return super().changelist_view(request, extra_context=context)
+        if request.method != "GET":  # actions write: the primary
+            return super().changelist_view(request, extra_context=context)
+
+        def read() -> HttpResponse:
+            response = super(LedgerModelAdmin, self).changelist_view(request, context)
+            # Rendered here: queries that run only while the template renders (list_display
+            # columns, filters) then run in the lag-tolerant scope too, not after it.
+            render = getattr(response, "render", None)
+            if render is not None:
+                render()
+            return response
+
+        # A list of many users' rows: a replica's small lag is fine (core_ledger.routing).
+        return lag_tolerant(read)
 
 
 # --- entries ------------------------------------------------------------------------------------

@@ -95,6 +95,39 @@ class AppSettings:
             return value
         return 900
 
+    @property
+    def READ_REPLICAS(self) -> tuple[str, ...]:
+        """Database aliases of read replicas for lag-tolerant reads (:mod:`core_ledger.routing`).
+
+        Default ``()``: every read goes to the primary. The project sets it from
+        ``DATABASE_REPLICA_URLS``.
+        """
+        value = self._setting("READ_REPLICAS", ())
+        return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else ()
+
+    @property
+    def REPLICA_MAX_LAG_SECONDS(self) -> float:
+        """A replica further behind than this is skipped (reads go to the primary). Default 5."""
+        return float(self._setting("REPLICA_MAX_LAG_SECONDS", 5.0))
+
+    @property
+    def REPLICA_CHECK_SECONDS(self) -> float:
+        """How long a replica's state (up, lag) is trusted before it is asked again. Default 1."""
+        return float(self._setting("REPLICA_CHECK_SECONDS", 1.0))
+
+    @property
+    def METRICS_TOKEN(self) -> str:
+        """Bearer secret that opens ``/metrics`` (``Authorization: Bearer <token>``). Default
+        ``""``: no token opens it (only ``METRICS_ADDRESSES`` can)."""
+        return str(self._setting("METRICS_TOKEN", "") or "")
+
+    @property
+    def METRICS_ADDRESSES(self) -> tuple[str, ...]:
+        """Client addresses or networks (``10.0.0.0/8``) that may read ``/metrics`` without the
+        token; the socket's address, never a forwarded one. Default ``()``."""
+        value = self._setting("METRICS_ADDRESSES", ())
+        return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else ()
+
     def raw(self, name: str) -> Any:
         """The setting as configured (for the system checks), or None when it is not set."""
         return self._setting(name, None)

@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
-from core_ledger import selectors, services
+from core_ledger import metrics, selectors, services
 from core_ledger.api.filters import (
     BalanceFilter,
     HoldFilter,
@@ -64,6 +64,7 @@ from core_ledger.api.serializers import (
 )
 from core_ledger.ledger import AnyLedger, registry
 from core_ledger.models import AbstractBalance, AbstractHold, AbstractLedgerEntry
+from core_ledger.routing import lag_tolerant
 from core_ledger.services.holds import HoldResult
 
 
@@ -179,6 +180,10 @@ class BalanceViewSet(LedgerViewMixin, viewsets.ReadOnlyModelViewSet[AbstractBala
     def get_queryset(self) -> QuerySet[AbstractBalance]:
         return selectors.balance_list(ledger=self.ledger)
 
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Every user's balance: a report, so a replica's small lag is fine (core_ledger.routing).
+        return lag_tolerant(lambda: super(BalanceViewSet, self).list(request, *args, **kwargs))
+
 
 class EntryViewSet(
     LedgerViewMixin,
@@ -206,6 +211,16 @@ class EntryViewSet(
         entries = selectors.entry_list(ledger=self.ledger, user_id=owner)
         return entries.select_related("reversed_by")
 
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        def read() -> Response:
+            return super(EntryViewSet, self).list(request, *args, **kwargs)
+
+        # Other users' entries (operators, services) may lag a little and go to a replica; the
+        # caller's own list stays on the primary, so it always shows what they just posted.
+        if can_read_all(self.ledger, request.user):
+            return lag_tolerant(read)
+        return read()
+
     @property
     def filterset_class(self) -> Any:  # read by DjangoFilterBackend and drf-spectacular
         return entry_filter_for(self.ledger_label)
@@ -222,6 +237,17 @@ class EntryViewSet(
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Post an entry; with an ``Idempotency-Key`` a repeat replays the first answer."""
+        raw = request.data.get("operation") if isinstance(request.data, dict) else None
+        operation = (
+            raw if isinstance(raw, str) and raw in self.ledger.operations.values else "invalid"
+        )
+        with metrics.observe_post(ledger=self.ledger_label, operation=operation) as observed:
+            entry, replayed = self._post(request)
+            observed.outcome = "replayed" if replayed else "posted"
+        headers = {REPLAYED_HEADER: "true"} if replayed else {}
+        return Response(self._entry_data(entry), status=status.HTTP_201_CREATED, headers=headers)
+
+    def _post(self, request: Request) -> tuple[AbstractLedgerEntry, bool]:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -236,10 +262,7 @@ class EntryViewSet(
             metadata=data["metadata"],
             expires_at=data.get("expires_at"),
         )
-        headers = {REPLAYED_HEADER: "true"} if result.replayed else {}
-        return Response(
-            self._entry_data(result.entry), status=status.HTTP_201_CREATED, headers=headers
-        )
+        return result.entry, result.replayed
 
     @action(detail=True, methods=["post"])
     def reverse(self, request: Request, pk: str) -> Response:

@@ -163,6 +163,7 @@ def test_wheel_holds_the_core_only(wheel: Path) -> None:
         "django-pgtrigger",
         "psycopg",
         "tqdm",
+        "prometheus-client",  # core_ledger.metrics: /metrics
     }
 
 

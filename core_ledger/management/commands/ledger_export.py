@@ -17,6 +17,7 @@ from core_ledger.management.base import (
     LONG_STATEMENT_TIMEOUT_MS,
     LedgerCommand,
 )
+from core_ledger.routing import replica_scope
 from core_ledger.selectors import entry_list, username_field
 
 COLUMNS = (
@@ -78,6 +79,12 @@ Examples:
         parser.add_argument("--format", choices=("csv", "jsonl"), default="csv")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # An export may lag a little: it reads from a usable replica when there is one (no
+        # retry on the primary halfway: rows already written would be written twice).
+        with replica_scope():
+            self._export(options)
+
+    def _export(self, options: dict[str, Any]) -> None:
         ledger = self.get_ledger(options["ledger"])
         user = self.get_user(options)
         user_id = user.pk if user is not None else None
