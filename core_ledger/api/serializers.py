@@ -159,6 +159,12 @@ class EntrySerializer(serializers.ModelSerializer[AbstractLedgerEntry]):
         "([{entry: the lot's credit entry, or null for credits that never expire, amount}]); "
         "null on a credit."
     )
+    hold = serializers.IntegerField(
+        source="hold_id",
+        read_only=True,
+        allow_null=True,
+        help_text="On the debit a capture posted: the hold it captured; null otherwise.",
+    )
 
     class Meta:  # pyright: ignore[reportIncompatibleVariableOverride]  # the stubs' ModelSerializer.Meta exists only in the stubs
         model: Any = AbstractLedgerEntry  # each ledger's subclass sets its concrete model
@@ -177,6 +183,7 @@ class EntrySerializer(serializers.ModelSerializer[AbstractLedgerEntry]):
             "created_at",
             "expires_at",
             "drawn_from",
+            "hold",
         ]
         read_only_fields = fields
 

@@ -69,6 +69,7 @@ def test_place_capture_and_read_a_hold(ledger: AnyLedger, user: Any, api: Any) -
         "CREDIT_SPEND",
         80,
     )
+    assert entry["hold"] == hold["id"]
     balance = api.get(url(ledger, "balance/")).json()
     assert (balance["balance"], balance["held"], balance["available"]) == (80, 0, 80)
     assert api.get(url(ledger, f"holds/{hold['id']}/")).json() == body
