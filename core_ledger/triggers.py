@@ -1,0 +1,190 @@
+"""Change events written by PostgreSQL itself, in the transaction of the change (an outbox).
+
+Every ledger's entry table carries an ``AFTER INSERT … FOR EACH STATEMENT`` trigger with a
+transition table (``REFERENCING NEW TABLE``), declared once on
+:class:`~core_ledger.models.AbstractLedgerEntry` (like the append-only trigger) and migrated with
+each app by ``pgtrigger``. Whatever writes an entry (a post, a reversal, a signup credit, an
+``EXPIRY``, a bulk grant of 100,000 rows, one-statement posts, raw SQL), the trigger writes its
+``entry.posted`` events with one ``INSERT … SELECT`` over the statement's new rows: there is no
+event for a rolled-back change and no change without its event, and the Python write paths do
+not know events exist.
+
+The SQL building blocks live in the database, created by ``core_ledger`` migration
+``0002_events`` (see :data:`FUNCTIONS_SQL`):
+
+- ``core_ledger_available(balance, expired, held DEFAULT 0)``: what can be spent;
+- ``core_ledger_balance_json(balance, expired, held DEFAULT NULL)``: the ``{"balance",
+  "available"}`` snapshot an event carries (with ``"held"`` once a caller passes it);
+- ``core_ledger_emit(ledger, type, object_id, created_at, row)``: one event from a row's JSON,
+  for row-level triggers (e.g. holds changing state one at a time).
+
+:class:`LedgerEvents` is the generic statement-level trigger; the entry trigger is one instance
+of it, and a hold table can get ``hold.placed`` / ``hold.captured`` / … the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pgtrigger
+
+EVENT_TABLE = "core_ledger_event"
+
+ENTRY_POSTED = "entry.posted"
+EVENT_TYPES: tuple[str, ...] = (ENTRY_POSTED,)
+"""Every event type the feed and the webhooks know. Holds will add ``hold.placed``,
+``hold.captured``, ``hold.released`` and ``hold.expired``."""
+
+FUNCTIONS_SQL = """
+CREATE OR REPLACE FUNCTION core_ledger_available(balance bigint, expired bigint, held bigint DEFAULT 0)
+RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    -- What can be spent: the balance less credits in lots past their expiry whose EXPIRY entry
+    -- is not written yet, less credits reserved by pending holds. Never below 0.
+    SELECT greatest(balance - coalesce(expired, 0) - coalesce(held, 0), 0)
+$$;
+
+CREATE OR REPLACE FUNCTION core_ledger_balance_json(balance bigint, expired bigint, held bigint DEFAULT NULL)
+RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    -- The "balance" object of an event; "held" appears once a caller passes it (holds).
+    SELECT CASE WHEN held IS NULL
+        THEN jsonb_build_object('balance', balance, 'available', core_ledger_available(balance, expired))
+        ELSE jsonb_build_object('balance', balance, 'held', held,
+                                'available', core_ledger_available(balance, expired, held))
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION core_ledger_emit(
+    p_ledger text, p_type text, p_object_id bigint, p_created_at timestamptz, p_row jsonb
+) RETURNS bigint LANGUAGE sql VOLATILE AS $$
+    -- One event, in the calling transaction: for row-level triggers. Set-based writers (the
+    -- entry trigger) insert into core_ledger_event directly, one INSERT ... SELECT per statement.
+    INSERT INTO core_ledger_event (xid, ledger, type, object_id, created_at, data)
+    VALUES (pg_current_xact_id(), p_ledger, p_type, p_object_id, coalesce(p_created_at, now()), p_row)
+    RETURNING id
+$$;
+"""
+"""Created by ``core_ledger/migrations/0002_events.py`` (which holds a frozen copy of it)."""
+
+DROP_FUNCTIONS_SQL = """
+DROP FUNCTION IF EXISTS core_ledger_emit(text, text, bigint, timestamptz, jsonb);
+DROP FUNCTION IF EXISTS core_ledger_balance_json(bigint, bigint, bigint);
+DROP FUNCTION IF EXISTS core_ledger_available(bigint, bigint, bigint);
+"""
+
+TRANSITION_TABLE = "new_rows"
+
+
+def events_insert_sql(
+    *,
+    ledger: str,
+    event_type: str,
+    balance: str,
+    joins: str = "",
+    where: str = "true",
+    object_id: str = "n.id",
+    created_at: str = "n.created_at",
+) -> str:
+    """One ``INSERT … SELECT`` writing an event per row of the transition table ``n``.
+
+    ``data`` is the row's JSON (``to_jsonb(n)``) with ``"balance"`` set to the SQL expression
+    ``balance`` (typically ``core_ledger_balance_json(...)``), computed with ``joins``.
+    """
+    if "'" in ledger or "'" in event_type:
+        raise ValueError("ledger labels and event types never hold quotes")
+    return (
+        f"INSERT INTO {EVENT_TABLE} (xid, ledger, type, object_id, created_at, data) "
+        f"SELECT pg_current_xact_id(), '{ledger}', '{event_type}', {object_id}, {created_at}, "
+        f"to_jsonb(n) || jsonb_build_object('balance', {balance}) "
+        f"FROM {TRANSITION_TABLE} AS n {joins} WHERE {where} ORDER BY {object_id}; "
+        "RETURN NULL;"
+    )
+
+
+class LedgerEvents(pgtrigger.Trigger):
+    """An ``AFTER … FOR EACH STATEMENT`` trigger that records one event per changed row.
+
+    The rows come from the statement's transition table (``REFERENCING NEW TABLE AS
+    new_rows``, named ``n`` in the SQL), so a statement writing 100,000 rows writes its
+    100,000 events in one ``INSERT … SELECT`` and a single post pays one small statement.
+    ``balance``, ``joins`` and ``where`` are SQL templates; ``{lot_table}`` and
+    ``{balance_table}`` are the model's ledger's tables, found through the ledger registry when
+    the trigger is compiled (by ``makemigrations``), so each app's migration holds its own label.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        event_type: str,
+        balance: str,
+        joins: str = "",
+        where: str = "true",
+        operation: Any = pgtrigger.Insert,
+    ) -> None:
+        self.event_type = event_type
+        self.balance_template = balance
+        self.joins_template = joins
+        self.where_template = where
+        super().__init__(
+            name=name,
+            level=pgtrigger.Statement,
+            when=pgtrigger.After,
+            operation=operation,
+            referencing=pgtrigger.Referencing(new=TRANSITION_TABLE),
+        )
+
+    def get_func(self, model: Any) -> str:
+        from core_ledger.ledger import registry
+
+        # Migrations compile the trigger on their own copy of the model class: match by name.
+        key = model._meta.label_lower
+        ledger = next(
+            (
+                x
+                for x in registry
+                for m in (x.entry_model, x.balance_model, x.lot_model)
+                if m._meta.label_lower == key
+            ),
+            None,
+        )
+        if ledger is None:
+            raise LookupError(f"No registered ledger uses {model._meta.label}.")
+        names = {
+            "lot_table": _quote(ledger.lot_model._meta.db_table),
+            "balance_table": _quote(ledger.balance_model._meta.db_table),
+        }
+        return events_insert_sql(
+            ledger=ledger.label,
+            event_type=self.event_type,
+            balance=self.balance_template.format(**names),
+            joins=self.joins_template.format(**names),
+            where=self.where_template.format(**names),
+        )
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def entry_events_trigger() -> LedgerEvents:
+    """``entry.posted`` for every entry row, with the balance after it.
+
+    ``balance`` is the entry's ``balance_after``. ``available`` is ``balance_after`` less the
+    credits of the user's lots that had expired by the entry's ``created_at`` and still hold
+    credits when the statement ends (no ``EXPIRY`` entry yet). Every write sweeps the user's
+    expired lots under the balance row lock before it writes (the service's rule), so after a
+    write that term is 0 in practice; it is not 0 only for an entry written without that sweep
+    (e.g. raw SQL, or when several entries of one user share a statement, where the later
+    state is used). The lookup is one probe of the lots' open ``(user, expires_at)`` index.
+    Holds add a ``held`` term: pass it as the third argument of ``core_ledger_balance_json``.
+    """
+    return LedgerEvents(
+        name="entry_events",
+        event_type=ENTRY_POSTED,
+        balance="core_ledger_balance_json(n.balance_after, x.expired)",
+        joins=(
+            "LEFT JOIN LATERAL (SELECT sum(l.remaining)::bigint AS expired FROM {lot_table} AS l "
+            "WHERE l.user_id = n.user_id AND l.remaining > 0 AND l.expires_at <= n.created_at) "
+            "AS x ON true"
+        ),
+    )
