@@ -8,8 +8,8 @@ renders an event in the API's shape.
 from __future__ import annotations
 
 import base64
-import json
 import binascii
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass

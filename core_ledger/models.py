@@ -12,8 +12,8 @@ from typing import Any
 
 import pgtrigger
 from django.conf import settings
-from django.db import models
 from django.contrib.postgres.fields import ArrayField
+from django.db import models
 from django.db.models import F, Q
 
 from core_ledger.operations import LedgerOperation, SharedOperation
@@ -356,7 +356,9 @@ class Event(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     xid = Xid8Field(
-        db_default=models.Func(function="pg_current_xact_id", output_field=models.BigIntegerField()),
+        db_default=models.Func(
+            function="pg_current_xact_id", output_field=models.BigIntegerField()
+        ),
         editable=False,
         help_text="The transaction that wrote the event (xid8).",
     )
