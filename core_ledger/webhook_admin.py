@@ -23,6 +23,8 @@ from core_ledger.services import webhooks
 class WebhookEndpointForm(forms.ModelForm):  # type: ignore[type-arg]  # pyright: ignore[reportMissingTypeArgument]  # generic in the stubs only
     """Checks the URL, event types and ledgers with the service's rules."""
 
+    url = forms.URLField(max_length=2000, assume_scheme="https")
+
     class Meta:
         model = WebhookEndpoint
         fields = ["url", "event_types", "ledgers", "active"]
