@@ -13,6 +13,7 @@ from rest_framework import serializers
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils import html
 from rest_framework.views import APIView
 
 from core_ledger import feed
@@ -34,11 +35,21 @@ class CanViewEvents(BasePermission):
         return bool(request.user and request.user.has_perm(VIEW_EVENT_PERMISSION))
 
 
+class QueryChoiceField(serializers.ChoiceField):
+    """A choice from the query string, where an empty value (``?ledger=``) is refused rather
+    than read as "left out"."""
+
+    def get_value(self, dictionary: Any) -> Any:
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
+            return ""
+        return super().get_value(dictionary)
+
+
 class EventQuerySerializer(serializers.Serializer[Any]):
     """The feed's filters (the cursor and the page size are read apart)."""
 
-    ledger = serializers.ChoiceField(choices=[], required=False)
-    type = serializers.ChoiceField(choices=list(EVENT_TYPES), required=False)
+    ledger = QueryChoiceField(choices=[], required=False)
+    type = QueryChoiceField(choices=list(EVENT_TYPES), required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
