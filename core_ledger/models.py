@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 
 from core_ledger.operations import LedgerOperation, SharedOperation
 from core_ledger.triggers import EVENT_TYPES, entry_events_trigger
@@ -365,7 +366,7 @@ class Event(models.Model):
     ledger = models.CharField(max_length=50, help_text="The ledger's label.")
     type = models.CharField(max_length=64, help_text="entry.posted, …")
     object_id = models.BigIntegerField(help_text="The id of the entry (or hold) that changed.")
-    created_at = models.DateTimeField(db_default=models.functions.Now())
+    created_at = models.DateTimeField(db_default=Now())
     data = models.JSONField(help_text="The row as JSON, with the balance after the change.")
 
     class Meta:

@@ -130,7 +130,7 @@ class LedgerEvents(pgtrigger.Trigger):
             level=pgtrigger.Statement,
             when=pgtrigger.After,
             operation=operation,
-            referencing=pgtrigger.Referencing(new=TRANSITION_TABLE),
+            referencing=pgtrigger.Referencing(new=TRANSITION_TABLE),  # type: ignore[no-untyped-call]
         )
 
     def get_func(self, model: Any) -> str:

@@ -32,7 +32,9 @@ class CanViewEvents(BasePermission):
     message = "Reading the events takes the core_ledger.view_event permission."
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(request.user and request.user.has_perm(VIEW_EVENT_PERMISSION))
+        # Custom user models may lack PermissionsMixin (and has_perm).
+        has_perm = getattr(request.user, "has_perm", None)
+        return bool(has_perm and has_perm(VIEW_EVENT_PERMISSION))
 
 
 class QueryChoiceField(serializers.ChoiceField):
@@ -71,7 +73,7 @@ class EventSerializer(serializers.Serializer[Any]):
     type = serializers.ChoiceField(choices=list(EVENT_TYPES))
     ledger = serializers.CharField(help_text="The ledger's label.")
     created_at = serializers.DateTimeField()
-    data = serializers.JSONField(
+    data = serializers.JSONField(  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType,reportIncompatibleMethodOverride]  # the field "data" (schema only)
         help_text="For entry.posted: the entry as GET /api/<ledger>/entries/<id>/ showed it "
         'when it was posted, plus "balance": {"balance", "available"} after it.'
     )
