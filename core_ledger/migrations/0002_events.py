@@ -16,16 +16,6 @@ RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT greatest(balance - coalesce(expired, 0) - coalesce(held, 0), 0)
 $$;
 
-CREATE OR REPLACE FUNCTION core_ledger_balance_json(balance bigint, expired bigint, held bigint DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    -- The "balance" object of an event; "held" appears once a caller passes it (holds).
-    SELECT CASE WHEN held IS NULL
-        THEN jsonb_build_object('balance', balance, 'available', core_ledger_available(balance, expired))
-        ELSE jsonb_build_object('balance', balance, 'held', held,
-                                'available', core_ledger_available(balance, expired, held))
-    END
-$$;
-
 CREATE OR REPLACE FUNCTION core_ledger_emit(
     p_ledger text, p_type text, p_object_id bigint, p_created_at timestamptz, p_row jsonb
 ) RETURNS bigint LANGUAGE sql VOLATILE AS $$
@@ -39,7 +29,6 @@ $$;
 
 DROP_FUNCTIONS_SQL = """
 DROP FUNCTION IF EXISTS core_ledger_emit(text, text, bigint, timestamptz, jsonb);
-DROP FUNCTION IF EXISTS core_ledger_balance_json(bigint, bigint, bigint);
 DROP FUNCTION IF EXISTS core_ledger_available(bigint, bigint, bigint);
 """
 
