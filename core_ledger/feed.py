@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,38 +155,63 @@ def feed_head() -> Position:
 # --- rendering -----------------------------------------------------------------------------------
 
 
-def _entry_data(event: Event) -> dict[str, Any]:
-    """The entry exactly as ``GET /api/<ledger>/entries/<id>/`` showed it when it was posted
-    (``reversed_by`` is null: a later reversal is an event of its own), plus ``balance``."""
+def _entries_data(events: Sequence[Event]) -> dict[int, dict[str, Any]]:
+    """Each ``entry.posted`` event's ``data``: the entry exactly as ``GET /api/<ledger>/entries/
+    <id>/`` showed it when it was posted, plus ``balance`` (what the event stored).
+
+    Entries are append-only, so the row read now is the row posted; only ``reversed_by`` can
+    have changed since, and it is shown as it was then (null: a later reversal is an event of
+    its own). One query per ledger for a whole page.
+    """
     from core_ledger.api.serializers import entry_serializer_for
 
-    row: Mapping[str, Any] = event.data
-    ledger = registry.get(event.ledger)
-    model = ledger.entry_model
-    values = {
-        field.attname: field.to_python(row[field.attname])
-        for field in model._meta.concrete_fields
-        if field.attname in row
-    }
-    entry = model(**values)
-    entry._state.adding = False
-    entry._state.fields_cache["reversed_by"] = None  # no query: not reversed at posting time
-    data: dict[str, Any] = dict(entry_serializer_for(ledger.label)(entry).data)
-    data["balance"] = row.get("balance")
+    wanted: dict[str, list[int]] = {}
+    for event in events:
+        wanted.setdefault(event.ledger, []).append(event.object_id)
+    rows: dict[tuple[str, int], Any] = {}
+    for label, ids in wanted.items():
+        ledger = registry.get(label)
+        for entry in ledger.entry_model.objects.using(ledger.db_alias).filter(pk__in=ids):
+            entry._state.fields_cache["reversed_by"] = None  # no query; as it was posted
+            rows[(label, entry.pk)] = entry
+    data: dict[int, dict[str, Any]] = {}
+    for event in events:
+        entry = rows.get((event.ledger, event.object_id))
+        shown: dict[str, Any] = (
+            {} if entry is None else dict(entry_serializer_for(event.ledger)(entry).data)
+        )
+        shown["balance"] = event.data.get("balance")
+        data[event.id] = shown
     return data
 
 
-DATA_RENDERERS: dict[str, Callable[[Event], dict[str, Any]]] = {ENTRY_POSTED: _entry_data}
-"""How each event type's ``data`` is shown (holds add theirs)."""
+DATA_RENDERERS: dict[str, Callable[[Sequence[Event]], dict[int, dict[str, Any]]]] = {
+    ENTRY_POSTED: _entries_data
+}
+"""How each event type's ``data`` is shown, a page at a time (holds add theirs)."""
+
+
+def render_events(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """``{"id", "type", "ledger", "created_at", "data"}`` per event: the feed's items and the
+    webhooks' bodies."""
+    by_type: dict[str, list[Event]] = {}
+    for event in events:
+        by_type.setdefault(event.type, []).append(event)
+    data: dict[int, dict[str, Any]] = {}
+    for event_type, group in by_type.items():
+        data.update(DATA_RENDERERS[event_type](group))
+    return [
+        {
+            "id": event.id,
+            "type": event.type,
+            "ledger": event.ledger,
+            "created_at": event.created_at.isoformat().replace("+00:00", "Z"),
+            "data": data[event.id],
+        }
+        for event in events
+    ]
 
 
 def render_event(event: Event) -> dict[str, Any]:
-    """``{"id", "type", "ledger", "created_at", "data"}``: the feed's and the webhooks' body."""
-    created_at = event.created_at.isoformat().replace("+00:00", "Z")
-    return {
-        "id": event.id,
-        "type": event.type,
-        "ledger": event.ledger,
-        "created_at": created_at,
-        "data": DATA_RENDERERS[event.type](event),
-    }
+    """One event, rendered as :func:`render_events` does."""
+    return render_events([event])[0]

@@ -365,7 +365,7 @@ def _event_checks(entry_table: str, label: str) -> list[tuple[str, str]]:
         (
             "event_without_entry",
             f"""
-            SELECT (v.data->>'user_id')::bigint, v.object_id, 'event ' || v.id || ' names no entry'
+            SELECT NULL::bigint, v.object_id, 'event ' || v.id || ' names no entry'
             FROM core_ledger_event v
             WHERE v.ledger = '{label}' AND v.type = 'entry.posted'
               AND NOT EXISTS (SELECT 1 FROM {entry_table} e WHERE e.id = v.object_id)

@@ -67,26 +67,23 @@ def events_insert_sql(
     *,
     ledger: str,
     event_type: str,
-    balance: str,
-    joins: str = "",
+    data: str,
     where: str = "true",
     object_id: str = "n.id",
     created_at: str = "n.created_at",
 ) -> str:
-    """One ``INSERT … SELECT`` writing an event per row of the transition table ``n``.
+    """One ``INSERT … SELECT`` writing an event per row ``n`` of the transition table.
 
-    ``data`` is the row's JSON (``to_jsonb(n)``) with ``"balance"`` set to the SQL expression
-    ``balance`` (a ``jsonb_build_object('balance', …, 'available', core_ledger_available(…))``).
-    Events get their ids in the transition table's order, which is the order the statement
-    inserted its rows in (their ids' order, for an entry table).
+    ``data`` is the SQL of the event's ``data`` (jsonb) for row ``n``. Events get their ids in
+    the transition table's order, which is the order the statement inserted its rows in (their
+    ids' order, for an entry table).
     """
     if "'" in ledger or "'" in event_type:
         raise ValueError("ledger labels and event types never hold quotes")
     return (
         f"INSERT INTO {EVENT_TABLE} (xid, ledger, type, object_id, created_at, data) "
         f"SELECT pg_current_xact_id(), '{ledger}', '{event_type}', {object_id}, {created_at}, "
-        f"to_jsonb(n) || jsonb_build_object('balance', {balance}) "
-        f"FROM {TRANSITION_TABLE} AS n {joins} WHERE {where}; "
+        f"{data} FROM {TRANSITION_TABLE} AS n WHERE {where}; "
         "RETURN NULL;"
     )
 
@@ -97,9 +94,12 @@ class LedgerEvents(pgtrigger.Trigger):
     The rows come from the statement's transition table (``REFERENCING NEW TABLE AS
     new_rows``, named ``n`` in the SQL), so a statement writing 100,000 rows writes its
     100,000 events in one ``INSERT … SELECT`` and a single post pays one small statement.
-    ``balance``, ``joins`` and ``where`` are SQL templates; ``{lot_table}`` and
-    ``{balance_table}`` are the model's ledger's tables, found through the ledger registry when
-    the trigger is compiled (by ``makemigrations``), so each app's migration holds its own label.
+    ``data`` and ``where`` are SQL templates; ``{lot_table}`` and ``{balance_table}`` are the
+    model's ledger's tables, found through the ledger registry when the trigger is compiled (by
+    ``makemigrations``), so each app's migration holds its own label and tables.
+
+    A table whose rows change after they are written (holds) snapshots the row in ``data``
+    (``to_jsonb(n) || jsonb_build_object('balance', …)``); append-only entries need not.
     """
 
     def __init__(
@@ -107,14 +107,12 @@ class LedgerEvents(pgtrigger.Trigger):
         *,
         name: str,
         event_type: str,
-        balance: str,
-        joins: str = "",
+        data: str,
         where: str = "true",
         operation: Any = pgtrigger.Insert,
     ) -> None:
         self.event_type = event_type
-        self.balance_template = balance
-        self.joins_template = joins
+        self.data_template = data
         self.where_template = where
         super().__init__(
             name=name,
@@ -147,8 +145,7 @@ class LedgerEvents(pgtrigger.Trigger):
         return events_insert_sql(
             ledger=ledger.label,
             event_type=self.event_type,
-            balance=self.balance_template.format(**names),
-            joins=self.joins_template.format(**names),
+            data=self.data_template.format(**names),
             where=self.where_template.format(**names),
         )
 
@@ -195,17 +192,23 @@ def _quote(name: str) -> str:
 
 
 def entry_events_trigger() -> LedgerEvents:
-    """``entry.posted`` for every entry row, with the balance after it.
+    """``entry.posted`` for every entry row: ``data`` is ``{"balance": {"balance",
+    "available"}}`` right after the entry.
+
+    The entry itself is not copied: entries are append-only (a trigger refuses UPDATE and
+    DELETE), so the feed reads the row by ``object_id`` and shows it as it was posted. Copying
+    it (``to_jsonb(n)``) cost about 8 µs a row, which took a bulk grant to about 0.7x its
+    speed without events (bench/README.md); the balance object costs about a tenth of that.
 
     ``balance`` is the entry's ``balance_after``. ``available`` is ``balance_after`` less the
     credits of the user's lots that had expired by the entry's ``created_at`` and still hold
     credits when the statement ends (no ``EXPIRY`` entry yet). Every write sweeps the user's
     expired lots under the balance row lock before it writes (the service's rule), so after a
     write that term is 0 in practice; it is not 0 only for an entry written without that sweep
-    (e.g. raw SQL, or when several entries of one user share a statement, where the later
-    state is used). The lookup is one probe of the lots' open ``(user, expires_at)`` index.
-    Holds add a ``held`` term: the third argument of ``core_ledger_available`` and a
-    ``'held'`` key in the object.
+    (raw SQL), or for an earlier entry of a user whose later entry in the same statement
+    changed the lots (the state at the end of the statement is used). The lookup is one probe
+    of the lots' open ``(user, expires_at)`` index. Holds add a ``held`` term: the third
+    argument of ``core_ledger_available`` and a ``'held'`` key in the object.
     """
     expired = (
         "(SELECT sum(l.remaining)::bigint FROM {lot_table} AS l WHERE l.user_id = n.user_id "
@@ -214,8 +217,8 @@ def entry_events_trigger() -> LedgerEvents:
     return LedgerEvents(
         name="entry_events",
         event_type=ENTRY_POSTED,
-        balance=(
-            "jsonb_build_object('balance', n.balance_after, "
-            f"'available', core_ledger_available(n.balance_after, {expired}))"
+        data=(
+            "jsonb_build_object('balance', jsonb_build_object('balance', n.balance_after, "
+            f"'available', core_ledger_available(n.balance_after, {expired})))"
         ),
     )

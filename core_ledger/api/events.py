@@ -141,7 +141,7 @@ class EventFeedView(APIView):
         )
         return Response(
             {
-                "results": [feed.render_event(event) for event in page.events],
+                "results": feed.render_events(page.events),
                 "next_cursor": page.next_position.encode(),
             }
         )

@@ -269,9 +269,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def event_body(event: Event) -> bytes:
-    """The JSON body of a delivery: the event as the feed shows it."""
-    return json.dumps(feed.render_event(event), separators=(",", ":")).encode()
+def event_bodies(events: Sequence[Event]) -> list[bytes]:
+    """The JSON bodies of deliveries: each event as the feed shows it."""
+    return [json.dumps(item, separators=(",", ":")).encode() for item in feed.render_events(events)]
 
 
 def _headers(endpoint: WebhookEndpoint, event: Event, body: bytes) -> dict[str, str]:
@@ -370,13 +370,13 @@ def _deliver_locked(
         url_ok = ""
         refused = Attempt(False, None, exc.message, 0)
     sender = _Sender(url_ok, app_settings.WEBHOOK_TIMEOUT) if url_ok else None
+    bodies = event_bodies(page.events)
     try:
-        for event in page.events:
+        for event, body in zip(page.events, bodies, strict=True):
             at = timezone.now()
             if sender is None:
                 result = refused
             else:
-                body = event_body(event)
                 result = sender.post(body, _headers(endpoint, event, body))
             if on_attempt is not None:
                 on_attempt(event, result)
@@ -487,7 +487,7 @@ def webhook_resend(*, delivery_ids: Sequence[int]) -> list[WebhookDelivery]:
             result = Attempt(False, None, exc.message, 0)
         else:
             sender = _Sender(url, app_settings.WEBHOOK_TIMEOUT)
-            body = event_body(event)
+            [body] = event_bodies([event])
             try:
                 result = sender.post(body, _headers(endpoint, event, body))
             finally:

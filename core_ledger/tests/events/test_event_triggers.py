@@ -34,12 +34,12 @@ def test_a_post_writes_one_event_with_the_entry_and_the_balance(
 ) -> None:
     entry = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=7).entry
     [event] = events_of(ledger, entry.pk)
-    assert event.data["id"] == entry.pk
-    assert event.data["amount"] == 7
-    assert event.data["balance"] == {
-        "balance": entry.balance_after,
-        "available": entry.balance_after,
+    assert event.object_id == entry.pk
+    # The entry is read from its (append-only) row; the event keeps the balance after it.
+    assert event.data == {
+        "balance": {"balance": entry.balance_after, "available": entry.balance_after}
     }
+    assert render_event(event)["data"]["amount"] == 7
     # The same transaction: the event's xid is the writer's.
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_current_xact_id()::text")
@@ -96,7 +96,10 @@ def test_signup_reversal_and_bulk_grant_write_events(ledger: AnyLedger, staff: A
     credit = entry_post(ledger=ledger, user_id=users[0].pk, operation=Op.CREDIT_ADD, amount=9).entry
     reversal = entry_reverse(ledger=ledger, entry_id=credit.pk, reason="mistake", actor=staff)
     [event] = events_of(ledger, reversal.pk)
-    assert event.data["reverses_id"] == credit.pk
+    assert render_event(event)["data"]["reverses"] == credit.pk
+    # Shown as it was posted: the credit's own event does not show the later reversal.
+    [credit_event] = events_of(ledger, credit.pk)
+    assert render_event(credit_event)["data"]["reversed_by"] is None
     summary = grant_bulk(
         ledger=ledger,
         operation=Op.CREDIT_ADD,
@@ -149,7 +152,7 @@ def test_expiry_entries_write_events_and_available_counts_expired_lots(
     assert summary.lots == 1
     expiry = ledger.entry_model.objects.get(user_id=user.pk, operation=Op.EXPIRY)
     [event] = events_of(ledger, expiry.pk)
-    assert event.data["amount"] == -30
+    assert render_event(event)["data"]["amount"] == -30
     assert event.data["balance"] == {"balance": new_balance - 30, "available": new_balance - 30}
     assert render_event(event)["data"]["drawn_from"] == [{"entry": lot.pk, "amount": 30}]
 

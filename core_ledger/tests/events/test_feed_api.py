@@ -18,6 +18,7 @@ from core_ledger.models import Event
 from core_ledger.operations import SharedOperation as Op
 from core_ledger.services import entry_post
 from core_ledger.testing import api_token, make_user
+from core_ledger.tests.events.util import wait_until_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,6 +40,7 @@ def reader() -> APIClient:
 def read_all(
     client: APIClient, query: str = "", page_size: int = 3
 ) -> tuple[list[dict[str, Any]], str]:
+    wait_until_final()
     events: list[dict[str, Any]] = []
     cursor = ""
     while True:
@@ -68,6 +70,7 @@ def test_pages_follow_the_cursor_and_the_last_page_resumes() -> None:
     assert all(set(e) == {"id", "type", "ledger", "created_at", "data"} for e in events)
     # Polling with the last cursor gives only what came after it.
     entry = entry_post(ledger=alpha, user_id=users[0].pk, operation=Op.CREDIT_ADD, amount=1).entry
+    wait_until_final()
     body = client.get(f"/api/events/?cursor={cursor}").json()
     assert [(e["ledger"], e["data"]["id"]) for e in body["results"]] == [("alpha", entry.pk)]
     assert body["results"][0]["data"]["balance"] == {

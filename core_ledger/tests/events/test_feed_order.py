@@ -21,6 +21,7 @@ from core_ledger.models import Event
 from core_ledger.operations import SharedOperation as Op
 from core_ledger.services import entry_post
 from core_ledger.testing import api_token, make_user
+from core_ledger.tests.events.util import wait_until_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,6 +51,7 @@ class FeedReader(threading.Thread):
             while not self.stop.is_set():
                 cursor = self.page(cursor)
                 time.sleep(0.005)
+            wait_until_final()  # a long transaction elsewhere on the server delays the feed
             while True:  # drain
                 before = len(self.seen)
                 cursor = self.page(cursor)
