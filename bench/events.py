@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -139,6 +140,24 @@ def run(ctx: Context) -> list[Row]:
     return rows
 
 
+def _wait_final(url: str, seconds: float = 120.0) -> None:
+    """Until the feed can hand out every event written (a transaction anywhere on the server
+    holds it back while it runs: the worker's --once would stop short)."""
+    deadline = time.monotonic() + seconds
+    with connect(url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT coalesce(max(xid)::text::numeric < "
+                "pg_snapshot_xmin(pg_current_snapshot())::text::numeric, true) "
+                "FROM core_ledger_event"
+            ).fetchone()
+            if row and row[0]:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("a long transaction on the server held the feed back")
+            time.sleep(0.05)
+
+
 def _delivery(ctx: Context) -> tuple[int, float]:
     """``ledger_deliver --once`` in a child process, every event to one endpoint on loopback."""
     from django.conf import settings
@@ -176,6 +195,7 @@ def _delivery(ctx: Context) -> tuple[int, float]:
                 "hook",
             ],
         )
+        _wait_final(ctx.url)
         child = run_command(ctx.url, ["ledger_deliver", "--once", "--batch-size", "500"])
     finally:
         server.shutdown()
