@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
@@ -66,6 +66,11 @@ class BalanceAfterSerializer(serializers.Serializer[Any]):
     )
 
 
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class EventDataField(serializers.JSONField):
+    """An event's ``data``: a JSON object."""
+
+
 class EventSerializer(serializers.Serializer[Any]):
     """One change event (also the body of a webhook delivery)."""
 
@@ -73,7 +78,7 @@ class EventSerializer(serializers.Serializer[Any]):
     type = serializers.ChoiceField(choices=list(EVENT_TYPES))
     ledger = serializers.CharField(help_text="The ledger's label.")
     created_at = serializers.DateTimeField()
-    data = serializers.JSONField(  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType,reportIncompatibleMethodOverride]  # the field "data" (schema only)
+    data = EventDataField(  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType,reportIncompatibleMethodOverride]  # the field "data" (schema only)
         help_text="For entry.posted: the entry as GET /api/<ledger>/entries/<id>/ showed it "
         'when it was posted, plus "balance": {"balance", "available"} after it.'
     )

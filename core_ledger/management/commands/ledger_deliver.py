@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from core_ledger.services.webhooks import deliver_round
 
@@ -76,7 +77,17 @@ Examples:
         delivered = failed = 0
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             while not stop.is_set():
-                runs = deliver_round(batch_size=batch_size, concurrency=concurrency, pool=pool)
+                try:
+                    runs = deliver_round(batch_size=batch_size, concurrency=concurrency, pool=pool)
+                except Exception as exc:
+                    if options["once"]:
+                        raise
+                    # A long-running worker outlives a database restart or a bad round: say
+                    # so, drop the connection, and try again after the interval.
+                    self.stderr.write(f"ledger_deliver: round failed: {exc!r}")
+                    connections.close_all()
+                    stop.wait(options["interval"])
+                    continue
                 delivered += sum(run.delivered for run in runs)
                 failed += sum(1 for run in runs if run.failed)
                 if any(run.more for run in runs):

@@ -93,7 +93,7 @@ def test_filters_by_ledger_and_type() -> None:
 
 def test_an_empty_feed_still_has_a_cursor() -> None:
     client = client_for(make_user(is_superuser=True))
-    Event.objects.all()  # signup credits of the superuser exist; page past them
+    # The superuser's signup credits are events: page past them, then the feed is empty.
     events, cursor = read_all(client, page_size=500)
     body = client.get(f"/api/events/?cursor={cursor}").json()
     assert body == {"results": [], "next_cursor": cursor}

@@ -22,6 +22,7 @@ from core_ledger.services.webhooks import (
 )
 from core_ledger.testing import make_user
 from core_ledger.tests.events.receiver import Receiver, running
+from core_ledger.tests.events.util import wait_until_final
 from core_ledger.webhooks import sign, signature, verify
 
 SECRET = "whsec_test"
@@ -162,6 +163,7 @@ def test_ledger_deliver_refuses_bad_arguments(args: list[str]) -> None:
 
 def test_a_new_endpoint_starts_after_the_events_handed_out(transactional_db: Any) -> None:
     make_user()
+    wait_until_final()
     created = webhook_endpoint_create(url="https://x.example/")
     last = Event.objects.order_by("xid", "id").last()
     assert last is not None and created.endpoint.cursor_id == last.id

@@ -27,6 +27,7 @@ from core_ledger.services import entry_post, grant_bulk
 from core_ledger.services.webhooks import endpoint_deliver, webhook_endpoint_create
 from core_ledger.testing import database_url, make_user
 from core_ledger.tests.events.receiver import Receiver, flaky, running
+from core_ledger.tests.events.util import wait_until_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,6 +62,7 @@ def drain(done: Any, *, seconds: float = 60, **options: Any) -> None:
 
 @FAST_RETRIES
 def test_every_event_arrives_signed_despite_failures_and_slow_answers() -> None:
+    wait_until_final()  # endpoints start after the events the feed has handed out
     with running(Receiver(secrets={})) as receiver:
         receiver.decide = flaky(random.Random(13), slow=0.6)
         everything = webhook_endpoint_create(url=receiver.url + "/all")
@@ -96,6 +98,7 @@ def test_every_event_arrives_signed_despite_failures_and_slow_answers() -> None:
 
 @override_settings(SHARED_LEDGER_WEBHOOK_BACKOFF=[0.01, 0.01], SHARED_LEDGER_WEBHOOK_TIMEOUT=1)
 def test_a_failing_endpoint_is_marked_and_never_delays_the_others() -> None:
+    wait_until_final()  # endpoints start after the events the feed has handed out
     with running(Receiver(secrets={})) as receiver:
         receiver.decide = lambda n, path: (503, 0.0) if path == "/down" else (200, 0.0)
         down = webhook_endpoint_create(url=receiver.url + "/down")
@@ -124,6 +127,7 @@ def test_a_failing_endpoint_is_marked_and_never_delays_the_others() -> None:
 
 
 def test_workers_at_once_never_deliver_to_one_endpoint_concurrently() -> None:
+    wait_until_final()  # endpoints start after the events the feed has handed out
     with running(Receiver(secrets={})) as receiver:
         receiver.decide = lambda n, path: (200, 0.002)
         created = [webhook_endpoint_create(url=f"{receiver.url}/e{i}") for i in range(2)]
@@ -137,6 +141,7 @@ def test_workers_at_once_never_deliver_to_one_endpoint_concurrently() -> None:
             idempotency_key="w",
         )
         expected = event_ids(after=created[-1].endpoint.cursor_id)
+        wait_until_final()
         errors: list[BaseException] = []
 
         def worker() -> None:
@@ -161,6 +166,7 @@ def test_workers_at_once_never_deliver_to_one_endpoint_concurrently() -> None:
 
 
 def test_a_worker_killed_mid_delivery_loses_nothing() -> None:
+    wait_until_final()  # endpoints start after the events the feed has handed out
     with running(Receiver(secrets={})) as receiver:
         in_flight = threading.Event()
         counter = itertools.count(1)
@@ -176,6 +182,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing() -> None:
         receiver.secrets = {"/hook": created.secret}
         post_some(12)
         expected = event_ids(after=created.endpoint.cursor_id)
+        wait_until_final()  # the worker's first batch is then the first five
         env = {
             **os.environ,
             "DATABASE_URL": database_url(),
@@ -215,3 +222,25 @@ def test_a_worker_killed_mid_delivery_loses_nothing() -> None:
     assert list(dict.fromkeys(acked)) == expected
     assert acked.count(expected[5]) == 2  # at least once: delivered again after the kill
     assert all(r.valid for r in receiver.requests)
+
+
+def test_the_worker_stops_cleanly_on_sigterm() -> None:
+    env = {**os.environ, "DATABASE_URL": database_url(), "DEBUG": "1"}
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "ledger_deliver", "--interval", "0.05"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)  # started, and idling between rounds
+        assert worker.poll() is None
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert "events delivered" in out
