@@ -177,3 +177,30 @@ def test_one_statement_for_many_rows_writes_events_in_entry_order(ledger: AnyLed
         .values_list("object_id", flat=True)
     )
     assert events == entries
+
+
+def test_the_sql_building_blocks_for_other_event_sources() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT core_ledger_available(100, 30), core_ledger_available(100, NULL), "
+            "core_ledger_available(100, 30, 20), core_ledger_available(10, 30)"
+        )
+        assert cursor.fetchone() == (70, 100, 50, 0)
+
+
+@pytest.mark.corrupts_ledger  # an event naming no entry, on purpose
+def test_core_ledger_emit_writes_one_event_in_the_calling_transaction() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT core_ledger_emit('alpha', 'entry.posted', 424242, NULL, "
+            """'{"balance": {"balance": 1, "available": 1}}'::jsonb), pg_current_xact_id()::text"""
+        )
+        event_id, xid = cursor.fetchone()
+    event = Event.objects.get(pk=event_id)
+    assert (event.ledger, event.type, event.object_id, event.xid) == (
+        "alpha",
+        "entry.posted",
+        424242,
+        int(xid),
+    )
+    assert event.data == {"balance": {"balance": 1, "available": 1}}
