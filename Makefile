@@ -100,11 +100,19 @@ typecheck: db
 check: lint typecheck
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
 
-bench: migrate
+# The bench's peer (django-hordak and what it needs beyond our requirements) goes into bench/.peer
+# for the peer's worker processes only (bench/peer/__init__.py): never into .venv.
+PEER_STAMP := bench/.peer/.installed
+$(PEER_STAMP): bench/peer/requirements.txt $(STAMP)
+	rm -rf bench/.peer
+	$(BIN)/python -m pip install --quiet --no-deps --target bench/.peer -r bench/peer/requirements.txt
+	@touch $(PEER_STAMP)
+
+bench: migrate $(PEER_STAMP)
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python -m bench $(BENCH_ARGS)
 
-bench-smoke: migrate
+bench-smoke: migrate $(PEER_STAMP)
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python -m bench --smoke
 
 clean: db-stop
-	rm -rf $(VENV) .pgdata staticfiles .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pgdata staticfiles .pytest_cache .mypy_cache .ruff_cache bench/.peer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from bench.common import connect, create_history, create_users, median_latency, reset
+from bench.peer import run as peer
 from bench.report import Context, Row
 
 NAME = "balance_reads"
@@ -57,6 +58,7 @@ def run(ctx: Context) -> list[Row]:
                 detail=f"p99 {long_p99:.3f} vs {short_p99:.3f} ms",
             )
         )
+    rows.extend(_peer_rows(ctx, long_n, figures))
     connection.close()
     with connect(ctx.url) as conn:
         plan = conn.execute(
@@ -71,3 +73,39 @@ def run(ctx: Context) -> list[Row]:
         print("    " + line)
     ctx.record(NAME, figures)
     return rows
+
+
+def _peer_rows(ctx: Context, long_n: int, figures: dict[str, object]) -> list[Row]:
+    """django-hordak's ``Account.get_balance()`` for an account with 10 and ``long_n`` legs (its
+    balance is a sum over the legs), against the project's read at ``long_n`` entries."""
+    if not peer.available():
+        print("  (peer not installed: run `make bench` to install bench/peer/requirements.txt)")
+        return []
+    peer.ensure_database(ctx.url)
+    peer.setup(ctx.url, 2)
+    accounts = peer.command(ctx.url, "history", "--legs", str(long_n))
+    repeat = 50 if ctx.smoke else 30
+    got = {
+        label: peer.command(
+            ctx.url, "balance", "--account", str(accounts[label]), "--repeat", str(r)
+        )
+        for label, r in (("short", repeat * 10), ("long", repeat))
+    }
+    for label, legs in (("short", 10), ("long", long_n)):
+        print(
+            f"  {peer.NAME} get_balance, {legs:>9,} legs: p50 {got[label]['p50_ms']:.3f} ms  "
+            f"p99 {got[label]['p99_ms']:.3f} ms"
+        )
+    project = figures["now"]
+    assert isinstance(project, dict)
+    figures["peer"] = got
+    return [
+        Row(
+            f"3. balance now, {long_n:,} entries vs {peer.NAME} at {long_n:,} legs",
+            "p50 ms",
+            project["long_p50_ms"],
+            got["long"]["p50_ms"],
+            max_ratio=0.01,
+            detail=f"peer at 10 legs: {got['short']['p50_ms']:.3f} ms",
+        )
+    ]

@@ -1,5 +1,10 @@
-"""Scenario 4: ``ledger_grant`` of DAILY_REWARD to 100,000 users vs a set-based INSERT … SELECT;
-a rerun that must post nothing; and the peak memory of the grant and of ``ledger_export``.
+"""Scenario 4: ``ledger_grant`` to 100,000 users vs a set-based INSERT … SELECT; a rerun that
+must post nothing; and the peak memory of the grant and of ``ledger_export``.
+
+Two grants, each against a baseline statement that writes the same rows: SIGNUP_CREDIT, which
+never expires (an entry and a balance move per user: the shape every grant had before expiring
+credits), and alpha's DAILY_REWARD, which expires after 7 days, so each grant also makes a lot
+(a third row per user, in the baseline too).
 
 The grant and the export run as child processes (``manage.py``-style, through
 ``bench.command``) so that their peak RSS is their own (``VmHWM``). Memory must stay flat as
@@ -18,6 +23,7 @@ from bench.common import (
     BALANCE_TABLE,
     BASE_DIR,
     ENTRY_TABLE,
+    LOT_TABLE,
     analyze,
     bench_env,
     connect,
@@ -28,9 +34,11 @@ from bench.common import (
 from bench.report import Context, Row
 
 NAME = "bulk_grant"
-GRANT = ["ledger_grant", "--ledger", "alpha", "--operation", "DAILY_REWARD", "--all-users"]
+GRANT = ["ledger_grant", "--ledger", "alpha", "--operation", "SIGNUP_CREDIT", "--all-users"]
+GRANT_EXPIRING = ["ledger_grant", "--ledger", "alpha", "--operation", "DAILY_REWARD", "--all-users"]
 EXPORT = ["ledger_export", "--ledger", "alpha", "--format", "jsonl"]
-DAILY_REWARD = 10  # alpha's fixed amount (app_alpha/ledger.py)
+SIGNUP_CREDIT = 100  # alpha's fixed amounts (app_alpha/ledger.py)
+DAILY_REWARD = 10
 
 
 @dataclass
@@ -63,17 +71,43 @@ def run_command(url: str, args: list[str], *, keep_stdout: bool = True) -> Child
 
 
 def baseline_grant(url: str) -> tuple[float, int]:
-    """The same rows in one set-based statement: an entry per active user, balances moved."""
+    """The never-expiring grant in one set-based statement: an entry per active user, balances
+    moved."""
     with connect(url) as conn:
         t0 = time.perf_counter()
         cur = conn.execute(
             f"WITH ins AS (INSERT INTO {ENTRY_TABLE} (user_id, operation, amount, balance_after, "
             "request_fingerprint, description, metadata, created_at, day) "
-            "SELECT b.user_id, 'DAILY_REWARD', %(a)s, b.balance + %(a)s, '', '', '{}'::jsonb, "
+            "SELECT b.user_id, 'SIGNUP_CREDIT', %(a)s, b.balance + %(a)s, '', '', '{}'::jsonb, "
             "clock_timestamp(), (now() AT TIME ZONE 'UTC')::date "
             f"FROM {BALANCE_TABLE} b JOIN auth_user u ON u.id = b.user_id "
             "WHERE u.is_active ORDER BY b.user_id RETURNING user_id) "
             f"UPDATE {BALANCE_TABLE} b SET balance = b.balance + %(a)s, "
+            "updated_at = clock_timestamp() FROM ins WHERE b.user_id = ins.user_id",
+            {"a": SIGNUP_CREDIT},
+        )
+        rows = cur.rowcount
+        conn.commit()
+        return time.perf_counter() - t0, rows
+
+
+def baseline_expiring_grant(url: str) -> tuple[float, int]:
+    """The expiring grant in one statement: the entry, its lot, and the balance row's lot
+    credits and next expiry."""
+    with connect(url) as conn:
+        t0 = time.perf_counter()
+        cur = conn.execute(
+            f"WITH ins AS (INSERT INTO {ENTRY_TABLE} (user_id, operation, amount, balance_after, "
+            "request_fingerprint, description, metadata, created_at, day, expires_at) "
+            "SELECT b.user_id, 'DAILY_REWARD', %(a)s, b.balance + %(a)s, '', '', '{}'::jsonb, "
+            "clock_timestamp(), (now() AT TIME ZONE 'UTC')::date, now() + interval '7 days' "
+            f"FROM {BALANCE_TABLE} b JOIN auth_user u ON u.id = b.user_id "
+            "WHERE u.is_active ORDER BY b.user_id RETURNING id, user_id, amount, expires_at), "
+            f"lots AS (INSERT INTO {LOT_TABLE} (entry_id, user_id, amount, remaining, expires_at) "
+            "SELECT id, user_id, amount, amount, expires_at FROM ins) "
+            f"UPDATE {BALANCE_TABLE} b SET balance = b.balance + %(a)s, "
+            "lot_credits = b.lot_credits + ins.amount, "
+            "next_expiry = least(b.next_expiry, ins.expires_at), "
             "updated_at = clock_timestamp() FROM ins WHERE b.user_id = ins.user_id",
             {"a": DAILY_REWARD},
         )
@@ -83,7 +117,7 @@ def baseline_grant(url: str) -> tuple[float, int]:
 
 
 def _granted(stdout: str) -> int:
-    # "alpha DAILY_REWARD: 100000 granted, 0 already had it, 0 failed."
+    # "alpha SIGNUP_CREDIT: 100000 granted, 0 already had it, 0 failed."
     return int(stdout.split(":", 1)[1].split("granted")[0].strip())
 
 
@@ -152,6 +186,22 @@ def run(ctx: Context) -> list[Row]:
         f"({again.seconds / first.seconds:.1%} of the first run)",
         flush=True,
     )
+
+    # The expiring grant: each entry also makes a lot; its baseline writes the lots too.
+    reset(ctx.url)
+    create_users(ctx.url, users)
+    lot_base_seconds, lot_base_rows = baseline_expiring_grant(ctx.url)
+    lot_base_rate = lot_base_rows / lot_base_seconds
+    reset(ctx.url)
+    create_users(ctx.url, users)
+    expiring = run_command(ctx.url, GRANT_EXPIRING)
+    expiring_granted = _granted(expiring.stdout)
+    expiring_rate = expiring_granted / expiring.seconds
+    print(
+        f"  expiring grant (a lot each): {expiring_granted:,} in {expiring.seconds:.2f} s "
+        f"= {expiring_rate:,.0f}/s; its one-statement baseline {lot_base_rate:,.0f}/s",
+        flush=True,
+    )
     analyze(ctx.url)
 
     # Memory: the grant above, and the export over 1,000,000+ entries, vs a tenth of the data.
@@ -173,19 +223,32 @@ def run(ctx: Context) -> list[Row]:
             "baseline": {"entries": base_rows, "seconds": base_seconds},
             "grant": {"entries": granted, "seconds": first.seconds, "rss_mb": first.max_rss_mb},
             "rerun": {"entries": regranted, "seconds": again.seconds},
+            "expiring": {
+                "entries": expiring_granted,
+                "seconds": expiring.seconds,
+                "baseline_entries": lot_base_rows,
+                "baseline_seconds": lot_base_seconds,
+            },
             "export": {"entries": entries, "seconds": export.seconds, "rss_mb": export.max_rss_mb},
             "small": small,
         },
     )
     return [
         Row(
-            f"4. bulk grant, {users:,} users",
+            f"4. bulk grant (never expires), {users:,} users",
             "entries/s",
             rate,
             base_rate,
             target=0.3,
             extra_ok=rate >= 20_000,
             extra_target=">= 20,000/s",
+        ),
+        Row(
+            f"4. bulk grant (expires: a lot each), {users:,} users",
+            "entries/s",
+            expiring_rate,
+            lot_base_rate,
+            target=0.3,
         ),
         Row(
             "4. grant rerun vs first run",

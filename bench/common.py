@@ -37,6 +37,7 @@ BENCH_DB = os.environ.get("BENCH_DATABASE", "bench_shared_ledger")
 ALLOW_TRUNCATE_SETTING = "shared_ledger.allow_truncate"
 ENTRY_TABLE = "app_alpha_entry"
 BALANCE_TABLE = "app_alpha_balance"
+LOT_TABLE = "app_alpha_lot"
 # Every user the bench creates starts with this many alpha credits (one CREDIT_ADD entry), so
 # that CREDIT_SPEND of 1 never runs out during a run.
 SEED_BALANCE = 1_000_000_000

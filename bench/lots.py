@@ -15,6 +15,7 @@ from typing import Any
 from bench.common import (
     BALANCE_TABLE,
     ENTRY_TABLE,
+    LOT_TABLE,
     SEED_BALANCE,
     WorkerFactory,
     analyze,
@@ -26,7 +27,6 @@ from bench.common import (
 from bench.report import Context, Row
 
 NAME = "lots"
-LOT_TABLE = "app_alpha_lot"
 
 
 def add_lots(url: str, user_ids: list[int], per_user: int, *, expired: bool) -> None:

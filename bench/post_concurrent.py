@@ -1,9 +1,10 @@
-"""Scenario 2: posts from 4 and 16 processes, random users and one hot user (vs psycopg)."""
+"""Scenario 2: posts from 4 processes (random users and one hot user; the service, plain psycopg
+and django-hordak, interleaved) and from 16 (the service and psycopg)."""
 
 from __future__ import annotations
 
-from bench import workers
-from bench.common import create_users, reset, timed_pool
+from bench.common import create_users, reset
+from bench.posts import Peer, compare
 from bench.report import Context, Row
 
 NAME = "post_concurrent"
@@ -11,36 +12,33 @@ NAME = "post_concurrent"
 
 def run(ctx: Context) -> list[Row]:
     users = 200 if ctx.smoke else 10_000
-    seconds = 1.0 if ctx.smoke else 6.0
+    rounds, seconds = (2, 0.3) if ctx.smoke else (8, 1.0)
     levels = (4,) if ctx.smoke else (4, 16)
     reset(ctx.url)
     ids = create_users(ctx.url, users)
     hot = [ids[0]]
-    print(f"  {users} users; {seconds:g} s per run")
+    peer = Peer.prepare(ctx.url, 50 if ctx.smoke else 1_000)
+    print(f"  {users} users; {rounds} rounds of {seconds:g} s slices per side")
     rows: list[Row] = []
     figures: dict[str, object] = {"users": users}
     for processes in levels:
         for kind, pool in (("random users", ids), ("hot user", hot)):
-            project = timed_pool(workers.service_spend(pool), processes, seconds)
-            ctx.show(f"{processes} procs, {kind}: service", project)
-            baseline = timed_pool(workers.psycopg_spend(ctx.url, pool), processes, seconds)
-            ctx.show(f"{processes} procs, {kind}: psycopg", baseline)
-            figures[f"{processes}_{kind.replace(' ', '_')}"] = {
-                "project": project.summary(),
-                "baseline": baseline.summary(),
-            }
-            rows.append(
-                Row(
-                    f"2. post, {processes} procs, {kind}",
-                    "entries/s",
-                    project.rate,
-                    baseline.rate,
-                    target=0.5 if processes == 4 else None,
-                    detail=(
-                        f"p50/p99 {project.pct(50):.1f}/{project.pct(99):.1f} ms vs "
-                        f"{baseline.pct(50):.1f}/{baseline.pct(99):.1f} ms"
-                    ),
-                )
+            # The peer's hot case is its hot pair: every transfer from one account to another.
+            accounts = None
+            if peer is not None and processes == 4:
+                accounts = peer.accounts[:2] if kind == "hot user" else peer.accounts
+            got, figs = compare(
+                ctx,
+                label=f"2. post, {processes} procs, {kind}",
+                processes=processes,
+                user_ids=pool,
+                peer_accounts=accounts,
+                rounds=rounds if processes == 4 else max(2, rounds // 2),
+                seconds=seconds,
+                psycopg_target=0.5 if processes == 4 else None,
+                peer_target=1.5 if processes == 4 else None,
             )
+            rows.extend(got)
+            figures[f"{processes}_{kind.replace(' ', '_')}"] = figs
     ctx.record(NAME, figures)
     return rows

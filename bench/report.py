@@ -27,6 +27,7 @@ class Row:
     extra_ok: bool | None = None
     extra_target: str = ""
     detail: str = ""
+    spread: str = ""  # interleaved runs: the spread of the slices, project / baseline
 
     @property
     def ratio(self) -> float | None:
@@ -66,6 +67,7 @@ class Row:
             "target": self.target_text,
             "met": self.met,
             "detail": self.detail,
+            "spread": self.spread,
         }
 
 
@@ -98,7 +100,7 @@ def _fmt(value: float) -> str:
 
 def table(rows: list[Row]) -> str:
     """The final table, as Markdown (it reads well in a terminal and pastes into the README)."""
-    head = ["Scenario", "Unit", "Project", "Baseline", "Ratio", "Target", "Met"]
+    head = ["Scenario", "Unit", "Project", "Baseline", "Ratio", "Spread", "Target", "Met"]
     body = []
     for row in rows:
         r = row.ratio
@@ -110,6 +112,7 @@ def table(rows: list[Row]) -> str:
                 _fmt(row.project),
                 _fmt(row.baseline),
                 "-" if r is None else f"{r:.2f}",
+                row.spread or "-",
                 row.target_text,
                 "-" if met is None else ("yes" if met else "NO"),
             ]

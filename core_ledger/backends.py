@@ -23,8 +23,9 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connections, router
 
 
-def _permissions_sql() -> str | None:
-    """The one statement, built from the models' own table and column names (None: no M2Ms)."""
+def permission_rows_sql(user_ref: str) -> str | None:
+    """``SELECT app_label, codename …`` of the user ``user_ref`` names (a ``%s`` parameter, or a
+    column of an outer query), from the models' own table and column names (None: no M2Ms)."""
     user_model = get_user_model()
     try:
         own: Any = user_model._meta.get_field("user_permissions")
@@ -42,12 +43,24 @@ def _permissions_sql() -> str | None:
         f"JOIN {qn(ContentType._meta.db_table)} ct ON ct.{qn('id')} = p.{qn('content_type_id')} "
         f"WHERE p.{qn('id')} IN ("
         f"SELECT {qn(own.m2m_reverse_name())} FROM {own_table} "
-        f"WHERE {qn(own.m2m_column_name())} = %s "
+        f"WHERE {qn(own.m2m_column_name())} = {user_ref} "
         f"UNION SELECT gp.{qn(group_perms.m2m_reverse_name())} FROM {group_perms_table} gp "
         f"JOIN {groups_table} ug ON ug.{qn(groups.m2m_reverse_name())} = "
         f"gp.{qn(group_perms.m2m_column_name())} "
-        f"WHERE ug.{qn(groups.m2m_column_name())} = %s)"
+        f"WHERE ug.{qn(groups.m2m_column_name())} = {user_ref})"
     )
+
+
+def _permissions_sql() -> str | None:
+    return permission_rows_sql("%s")
+
+
+def remember_permissions(user_obj: Any, perms: set[str]) -> None:
+    """Give a user object the permission set read along with it (the token look-up reads both
+    in one statement): ``has_perm`` then asks the database nothing more. The cache attribute is
+    Django's own (``ModelBackend`` keeps the same set there); superusers take the stock path."""
+    if user_obj.is_active and not user_obj.is_superuser:
+        user_obj._perm_cache = perms
 
 
 class ModelBackend(DjangoModelBackend):

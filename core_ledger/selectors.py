@@ -7,6 +7,7 @@ A balance is one indexed row read whatever the history length; a past balance is
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -427,3 +428,36 @@ def user_find(*, text: str | int) -> Any:
     if user is None and value.isdigit():
         user = user_get(user_id=int(value))
     return user
+
+
+# --- users ---------------------------------------------------------------------------------------
+
+
+def active_user_column() -> str | None:
+    """The user model's ``is_active`` column, or None when it has no such field."""
+    user_model = get_user_model()
+    field = next((f for f in user_model._meta.concrete_fields if f.name == "is_active"), None)
+    return None if field is None else field.column
+
+
+def active_users() -> QuerySet[Any]:
+    """Users with ``is_active`` set; every user when the user model has no such field."""
+    users = get_user_model()._default_manager.all()
+    if active_user_column() is not None:
+        users = users.filter(is_active=True)
+    return users
+
+
+def active_user_ids(*, chunk_size: int = 2000) -> Iterator[int]:
+    """Every active user's id in id order, fetched ``chunk_size`` at a time (keyset pagination).
+
+    Constant memory, and no cursor held open across the caller's own transactions.
+    """
+    qs = active_users().order_by("pk")
+    last = 0
+    while True:
+        ids = list(qs.filter(pk__gt=last).values_list("pk", flat=True)[:chunk_size])
+        if not ids:
+            return
+        yield from ids
+        last = ids[-1]

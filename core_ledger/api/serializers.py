@@ -304,6 +304,19 @@ def entry_serializer_for(label: str) -> type[EntrySerializer]:
 
 
 @functools.cache
+def _entry_renderer(label: str) -> EntrySerializer:
+    """One bound instance per ledger: its fields are built once, not per entry shown."""
+    return entry_serializer_for(label)()
+
+
+def entry_representation(label: str, entry: AbstractLedgerEntry) -> dict[str, Any]:
+    """An entry as the API shows it (``GET …/entries/<id>/``), without building a serializer:
+    the entry serializer reads no context, so one shared instance renders any entry, from any
+    thread (``to_representation`` keeps no state)."""
+    return dict(_entry_renderer(label).to_representation(entry))
+
+
+@functools.cache
 def entry_create_serializer_for(label: str) -> type[EntryCreateSerializer]:
     """``<Label>EntryCreateSerializer``: the post input with the ledger's postable operations."""
     ledger = registry.get(label)

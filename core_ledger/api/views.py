@@ -51,6 +51,7 @@ from core_ledger.api.serializers import (
     MyBalanceSerializer,
     ReverseSerializer,
     entry_create_serializer_for,
+    entry_representation,
     entry_serializer_for,
     ledger_description,
 )
@@ -209,9 +210,7 @@ class EntryViewSet(
         return entry_serializer_for(self.ledger_label)
 
     def _entry_data(self, entry: AbstractLedgerEntry) -> Any:
-        return entry_serializer_for(self.ledger_label)(
-            entry, context=self.get_serializer_context()
-        ).data
+        return entry_representation(self.ledger_label, entry)
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Post an entry; with an ``Idempotency-Key`` a repeat replays the first answer."""

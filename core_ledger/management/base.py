@@ -18,7 +18,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
-from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
 from core_ledger.db_timeouts import timeouts_apply
@@ -180,30 +179,6 @@ def resolve_user_ids(
             chunk = []
     if chunk:
         yield from flush(chunk)
-
-
-def active_users() -> QuerySet[Any]:
-    """Users with ``is_active`` set; every user when the user model has no such field."""
-    User = get_user_model()
-    users = User._default_manager.all()
-    if any(f.name == "is_active" for f in User._meta.concrete_fields):
-        users = users.filter(is_active=True)
-    return users
-
-
-def active_user_ids(*, chunk_size: int = 2000) -> Iterator[int]:
-    """Every active user's id in id order, fetched ``chunk_size`` at a time (keyset pagination).
-
-    Constant memory, and no cursor held open across the caller's own transactions.
-    """
-    qs = active_users().order_by("pk")
-    last = 0
-    while True:
-        ids = list(qs.filter(pk__gt=last).values_list("pk", flat=True)[:chunk_size])
-        if not ids:
-            return
-        yield from ids
-        last = ids[-1]
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")

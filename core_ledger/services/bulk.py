@@ -67,13 +67,14 @@ def grant_bulk(
     *,
     ledger: Ledger[Any, Any, OpT],
     operation: OpT,
-    user_ids: Iterable[int],
+    user_ids: Iterable[int] = (),
     amount: int | None = None,
     idempotency_key: str | None = None,
     description: str = "",
     batch_size: int = 2000,
     on_batch: Callable[[int], object] | None = None,
     expires_at: datetime | None = None,
+    all_active_users: bool = False,
 ) -> GrantSummary:
     """Credit ``operation`` to many users, a batch per transaction, set-based.
 
@@ -83,7 +84,14 @@ def grant_bulk(
     as a whole is retried user by user to isolate the culprit. ``expires_at`` (default: the
     operation's lifetime) makes each grant a lot; users with expired lots get their EXPIRY
     entries first, as before any write.
+
+    ``all_active_users`` (``user_ids`` then unused): every active user, found by the database
+    itself a keyset page of those still lacking the grant at a time, so a rerun is one read that
+    finds nobody instead of every id sent there and back. (With an idempotency key, a key used
+    for another request must be told apart from a done grant, user by user: the id-list path.)
     """
+    from core_ledger import selectors  # reads; imported here, as selectors import services.sql
+
     op = ledger.operation(operation)
     rule = ledger.rule(op)
     alias = ledger.db_alias
@@ -162,23 +170,37 @@ def grant_bulk(
             "(e.operation = %s AND e.day = (SELECT (clock_timestamp() AT TIME ZONE 'UTC')::date))"
         )
         already_params.append(op.value)
+
     # The same read tells which users still need a balance row (most have one since signup).
     # (A join bounded by ANY(), read on the primary key: an EXISTS per user was planned as a
     # hashed subplan over the whole balance table, 40 ms per batch at 100,000 users.)
     # And whether the user exists at all: a balance row for a missing user would only fail at
     # commit (the foreign key is deferred), inside a caller's transaction at the caller's commit.
+    def lacking(user_ref: str) -> str:
+        """The user lacks the grant: no entry on the unique index that would refuse it."""
+        if not already:
+            return "true"
+        return (
+            f"NOT EXISTS (SELECT 1 FROM {entry_table} e WHERE e.user_id = {user_ref} "
+            f"AND ({' OR '.join(already)}))"
+        )
+
     sql_pending = (
         "SELECT u, b.user_id IS NOT NULL, coalesce(b.next_expiry <= clock_timestamp(), false), "
         f"EXISTS (SELECT 1 FROM {user_table} usr WHERE usr.{user_pk} = u) "
         "FROM unnest(%s::bigint[]) AS u "
-        f"LEFT JOIN {balance_table} b ON b.user_id = u AND b.user_id = ANY(%s::bigint[]) WHERE "
-        + (
-            f"NOT EXISTS (SELECT 1 FROM {entry_table} e WHERE e.user_id = u "
-            f"AND ({' OR '.join(already)}))"
-            if already
-            else "true"
-        )
-        + " ORDER BY u"
+        f"LEFT JOIN {balance_table} b ON b.user_id = u AND b.user_id = ANY(%s::bigint[]) "
+        f"WHERE {lacking('u')} ORDER BY u"
+    )
+    # The same over every active user, a keyset page at a time (parameters: after, page size).
+    active = selectors.active_user_column()
+    sql_pending_active = (
+        f"SELECT usr.{user_pk}, b.user_id IS NOT NULL, "
+        "coalesce(b.next_expiry <= clock_timestamp(), false), true "
+        f"FROM {user_table} usr LEFT JOIN {balance_table} b ON b.user_id = usr.{user_pk} "
+        f"WHERE usr.{user_pk} > %s"
+        + (f" AND usr.{sql.quote_name(active)}" if active else "")
+        + f" AND {lacking('usr.' + user_pk)} ORDER BY usr.{user_pk} LIMIT %s"
     )
 
     # Users whose key was used before for another request: counted as conflicts, not skips.
@@ -251,9 +273,32 @@ def grant_bulk(
                     else:
                         summary.granted += 1
 
+    page = max(batch_size, PRECHECK_SIZE)
+    if all_active_users and key is None:
+        last = seen = 0
+        while True:
+            with connections[alias].cursor() as cursor:
+                cursor.execute(sql_pending_active, [last, *already_params, page])
+                pending = [(user, has_balance, due) for user, has_balance, due, _ in cursor]
+            if not pending:
+                break
+            last, seen = pending[-1][0], seen + len(pending)
+            for first in range(0, len(pending), batch_size):
+                grant_batch(pending[first : first + batch_size])
+            if on_batch is not None:
+                on_batch(len(pending))
+        # Everyone else had it already (the read above skipped them).
+        rest = max(0, selectors.active_users().count() - seen)
+        summary.skipped += rest
+        if on_batch is not None:
+            on_batch(rest)
+        return summary
+    if all_active_users:
+        user_ids = selectors.active_user_ids(chunk_size=page)
+
     # The pre-check reads up to PRECHECK_SIZE users per round trip (a rerun is mostly these
     # reads); the writes still go batch_size users per transaction.
-    for chunk in _chunks(user_ids, max(batch_size, PRECHECK_SIZE)):
+    for chunk in _chunks(user_ids, page):
         group = sorted(set(chunk))
         with connections[alias].cursor() as cursor:
             ids = sql.bigint_array(group)

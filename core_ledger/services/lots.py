@@ -152,6 +152,23 @@ def draw(lots: dict[int, list[Any]], amount: int) -> list[Move]:
     return moves
 
 
+def take_back(lots: dict[int, list[Any]], amount: int, *, never: int) -> list[Move]:
+    """The moves that take back ``amount`` credits that never expired when granted (reversing a
+    credit without expiry): from the credits that never expire first (``never`` of them), then
+    from the lots that expire last, so the user never ends up with longer-lived credits."""
+    take = min(amount, max(never, 0))
+    moves: list[Move] = [(None, -take)] if take else []
+    need = amount - take
+    for entry_id, (remaining, _) in reversed(list(lots.items())):
+        if need == 0:
+            break
+        if remaining > 0:
+            part = min(need, remaining)
+            moves.append((entry_id, -part))
+            need -= part
+    return moves
+
+
 def write_sql(ledger: AnyLedger) -> str:
     """One statement: apply the moves to the lots, set the balance row, append the entry and,
     for an expiring credit, create its lot. Returns (id, balance_after, created_at, day)."""
@@ -225,14 +242,20 @@ def write_with_lots(
     returned = [lot for lot, delta in forced_moves or [] if lot is not None and delta > 0]
     lots = open_lots(cursor, ledger, user_id, also=named) if state.lot_credits or named else {}
     if forced_moves is not None:
+        moves = []
         for lot, delta in forced_moves:
+            if lot is None and delta < 0:
+                # Taking back credits that never expire: those first, then what they lack from
+                # the lots that expire last (the reverse of the draw order).
+                moves.extend(take_back(lots, -delta, never=state.balance - state.lot_credits))
+                continue
             if lot is not None and delta < 0 and lots.get(lot, [0])[0] + delta < 0:
                 raise CreditsAlreadyUsed(
                     f"Lot {lot} has {lots.get(lot, [0])[0]} of its credits left; only a whole "
                     "lot can be taken back.",
                     entry=lot,
                 )
-        moves = forced_moves
+            moves.append((lot, delta))
     elif amount < 0:
         moves = draw(lots, -amount)
     else:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
 from core_ledger.exceptions import (
@@ -99,8 +99,10 @@ def entry_post(
             expires_at=lapse,
         )
     except (DatabaseError, InsufficientCredits) as exc:
-        # A concurrent request with the same key may have won the race: replay it.
-        if key is not None:
+        # A concurrent request with the same key may have won the race (its entry took the key:
+        # a unique violation, or the credits: a refusal): replay it. A lost connection or a
+        # timeout is no such race, and the connection may be gone: nothing to look up.
+        if key is not None and isinstance(exc, (IntegrityError, InsufficientCredits)):
             existing = idempotency.find_by_key(ledger, user_id=user_id, key=key)
             if existing is not None:
                 return idempotency.replay(existing, fingerprint)

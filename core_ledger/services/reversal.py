@@ -61,6 +61,8 @@ def entry_reverse(
         forced_moves = [(original["id"], -original["amount"])]
     elif original["lot_moves"]:  # a debit that drew from lots: give back to each
         forced_moves = [(lot, -delta) for lot, delta in original["lot_moves"]]
+    elif original["amount"] > 0:  # a credit that never expires: take back such credits first
+        forced_moves = [(None, -original["amount"])]
     if ledger.entry_model.objects.filter(reverses_id=entry_id).exists():
         raise AlreadyReversed(f"Entry {entry_id} has already been reversed.")
     try:

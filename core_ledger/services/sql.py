@@ -1,8 +1,8 @@
 """The SQL of a post: lock and move the balance row, append the entry, in one transaction.
 
 Every write locks the user's balance row first (one conditional ``UPDATE … RETURNING`` or upsert),
-then inserts the entry with the new ``balance_after``: two statements, the minimum round trips.
-The row lock serialises writers per (ledger, user); the ``CHECK (balance >= 0)`` and the unique
+then inserts the entry with the new ``balance_after``: for the common post both are one statement
+(a data-modifying CTE), one round trip in autocommit. The row lock serialises writers per (ledger, user); the ``CHECK (balance >= 0)`` and the unique
 indexes are the database's own guard behind the Python checks. Database refusals are mapped to
 domain errors by :func:`translate_db_error`.
 """
@@ -118,8 +118,9 @@ def write(
 ) -> EntryT:
     """Move the balance and append the entry in one transaction.
 
-    The common post is two statements: a conditional ``UPDATE … RETURNING`` (or upsert) of the
-    balance row that only succeeds when no lot is involved, then the entry ``INSERT``. An
+    The common post is one statement (one round trip in autocommit): a conditional ``UPDATE …
+    RETURNING`` (or upsert) of the balance row that only succeeds when no lot is involved, and
+    the entry ``INSERT`` fed by it, in one data-modifying CTE. An
     expiring credit, a debit by a user holding lots, a user with expired lots, or a reversal
     that gives credits back to lots takes the lot-aware path (:mod:`core_ledger.services.lots`).
     """
@@ -139,44 +140,58 @@ def write(
         actor_id,
     ]
     lot_moves: Any = None
-    with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
-        row = None
-        if expires_at is None and forced_moves is None:
-            if amount > 0:
-                # The user must exist now: the foreign keys are deferred, so a missing user
-                # would only fail at commit (in a caller's transaction, at the caller's commit).
-                # A user with expired lots gets them written down first (the lot-aware path).
-                cursor.execute(
-                    f"INSERT INTO {balance_table} AS b (user_id, balance, updated_at) "
-                    "SELECT %s, %s, clock_timestamp() "
-                    f"WHERE EXISTS (SELECT 1 FROM {user_table} WHERE {user_pk} = %s) "
-                    "ON CONFLICT (user_id) DO UPDATE "
-                    "SET balance = b.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at "
-                    "WHERE b.next_expiry IS NULL OR b.next_expiry > EXCLUDED.updated_at "
-                    "RETURNING balance",
-                    [user_id, amount, user_id],
-                )
-            else:
-                # Only for a user without lots: their credits never expire, nothing to draw.
-                cursor.execute(
-                    f"UPDATE {balance_table} SET balance = balance + %s, "
-                    "updated_at = clock_timestamp() "
-                    "WHERE user_id = %s AND balance + %s >= 0 AND lot_credits = 0 RETURNING balance",
-                    [amount, user_id, amount],
-                )
-            row = cursor.fetchone()
-        if row is not None:
-            balance_after = row[0]
-            cursor.execute(
-                f"WITH t AS (SELECT clock_timestamp() AS ts) INSERT INTO {entry_table} "
-                "(user_id, operation, amount, idempotency_key, request_fingerprint, "
-                "description, metadata, reverses_id, created_by_id, balance_after, created_at, "
-                "day) SELECT %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, t.ts, "
-                "(t.ts AT TIME ZONE 'UTC')::date FROM t RETURNING id, created_at, day",
-                [*entry_params, balance_after],
+    row = None
+    if expires_at is None and forced_moves is None:
+        # The common post, one statement: move the balance row (a conditional UPDATE, or an
+        # upsert for a credit), then append the entry with the new balance_after. The entry's
+        # time is read once the row lock is held, so an entry never predates one it waited for.
+        insert_entry = (
+            f"INSERT INTO {entry_table} (user_id, operation, amount, idempotency_key, "
+            "request_fingerprint, description, metadata, reverses_id, created_by_id, "
+            "balance_after, created_at, day) SELECT %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, "
+            "s.balance, s.ts, (s.ts AT TIME ZONE 'UTC')::date "
+            "FROM (SELECT balance, clock_timestamp() AS ts FROM moved) s "
+            "RETURNING id, balance_after, created_at, day"
+        )
+        if amount > 0:
+            # The user must exist now: the foreign keys are deferred, so a missing user would
+            # only fail at commit (in a caller's transaction, at the caller's commit). A user
+            # with expired lots gets them written down first (the lot-aware path).
+            statement = (
+                f"WITH moved AS (INSERT INTO {balance_table} AS b (user_id, balance, updated_at) "
+                "SELECT %s, %s, clock_timestamp() "
+                f"WHERE EXISTS (SELECT 1 FROM {user_table} WHERE {user_pk} = %s) "
+                "ON CONFLICT (user_id) DO UPDATE "
+                "SET balance = b.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at "
+                "WHERE b.next_expiry IS NULL OR b.next_expiry > EXCLUDED.updated_at "
+                "RETURNING b.balance) " + insert_entry
             )
-            entry_id, created_at, day = cursor.fetchone()
+            params = [user_id, amount, user_id, *entry_params]
         else:
+            # Only for a user without lots: their credits never expire, nothing to draw.
+            statement = (
+                f"WITH moved AS (UPDATE {balance_table} SET balance = balance + %s, "
+                "updated_at = clock_timestamp() "
+                "WHERE user_id = %s AND balance + %s >= 0 AND lot_credits = 0 "
+                "RETURNING balance) " + insert_entry
+            )
+            params = [amount, user_id, amount, *entry_params]
+        if connections[alias].in_atomic_block:
+            # One statement of the caller's transaction, behind a savepoint so that a refusal
+            # leaves the caller's transaction usable (a replay look-up follows a key clash).
+            with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
+                cursor.execute(statement, params)
+                row = cursor.fetchone()
+        else:
+            # Autocommit: the statement is its own transaction, one round trip in all, and the
+            # hot row's lock is held for that statement and its commit only.
+            with statement_cursor(alias) as cursor:
+                cursor.execute(statement, params)
+                row = cursor.fetchone()
+    if row is not None:
+        entry_id, balance_after, created_at, day = row
+    else:
+        with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
             written = lots.write_with_lots(
                 cursor,
                 ledger,

@@ -487,15 +487,34 @@ def test_reading_a_balance_is_one_query(
         balance_at(ledger=ledger, user_id=user.pk, at=timezone.now())
 
 
-def test_a_post_is_two_statements_in_one_transaction(
+def test_a_post_is_one_statement_inside_a_callers_transaction(
     ledger: AnyLedger, user: Any, django_assert_num_queries: Any
 ) -> None:
-    # Inside the test's transaction the atomic block is a savepoint (+2 statements around it).
-    with django_assert_num_queries(4) as ctx:
+    # Inside the test's transaction the post is behind a savepoint (+2 statements around it).
+    with django_assert_num_queries(3) as ctx:
         entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=1)
     sql = [q["sql"] for q in ctx.captured_queries]
-    assert sql[1].startswith("INSERT INTO") and "balance" in sql[1]
-    assert "INSERT INTO" in sql[2] and ledger.entry_model._meta.db_table in sql[2]
+    assert sql[0].startswith("SAVEPOINT") and sql[2].startswith("RELEASE SAVEPOINT")
+    assert sql[1].startswith("WITH moved AS (INSERT INTO") and "balance" in sql[1]
+    assert ledger.entry_model._meta.db_table in sql[1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_post_in_autocommit_is_one_statement_and_its_own_transaction(
+    ledger: AnyLedger, django_assert_num_queries: Any
+) -> None:
+    """One round trip: no BEGIN, no COMMIT, just the statement (autocommit commits it)."""
+    user = make_user()
+    set_balance(ledger=ledger, user=user, to=5)
+    for operation, amount in ((Op.CREDIT_ADD, 3), (Op.CREDIT_SPEND, 2)):
+        with django_assert_num_queries(1) as ctx:
+            entry_post(ledger=ledger, user_id=user.pk, operation=operation, amount=amount)
+        assert ctx.captured_queries[0]["sql"].startswith("WITH moved AS")
+        assert connection.get_autocommit() and not connection.in_atomic_block
+    assert balance_get(ledger=ledger, user_id=user.pk) == 6
+    with pytest.raises(InsufficientCredits):  # refused by the row, then under the lock
+        entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_SPEND, amount=7)
+    assert balance_get(ledger=ledger, user_id=user.pk) == 6
 
 
 # --- bulk grant ----------------------------------------------------------------------------------

@@ -13,12 +13,11 @@ from tqdm import tqdm
 
 from core_ledger.management.base import (
     LedgerCommand,
-    active_user_ids,
-    active_users,
     parse_duration,
     parse_moment,
     resolve_user_ids,
 )
+from core_ledger.selectors import active_users
 from core_ledger.services import grant_bulk
 
 MAX_LISTED_ERRORS = 20
@@ -94,10 +93,10 @@ Examples:
         unknown: list[str] = []
         if options["ids"] and not options["users_file"]:
             raise CommandError("--ids only applies to --users-file.")
+        user_ids: Iterator[int] = iter(())
         if options["all_users"]:
+            # The service finds the active users lacking the grant itself (a rerun reads once).
             total: int | None = active_users().count()
-            # Ids are small: fetch them in larger chunks than the grant's batches (fewer trips).
-            user_ids: Iterator[int] = active_user_ids(chunk_size=max(batch_size, 10_000))
         else:
             path = Path(options["users_file"])
             if not path.is_file():
@@ -118,6 +117,7 @@ Examples:
                 ledger=ledger,
                 operation=ledger.operation(options["operation"]),
                 user_ids=user_ids,
+                all_active_users=options["all_users"],
                 amount=options["amount"],
                 idempotency_key=options["idempotency_key"],
                 description=options["description"],

@@ -20,11 +20,6 @@ from core_ledger.testing import api_token
 WAIT_SECONDS = 20.0
 
 
-def entry_insert_marker(ledger: AnyLedger) -> str:
-    """The start of the service's entry INSERT for ``ledger`` (not the balance upsert)."""
-    return f"INSERT INTO {connection.ops.quote_name(ledger.entry_model._meta.db_table)}"
-
-
 class PauseBefore:
     """A ``connection.execute_wrapper`` that stops the calling thread right before the first
     statement containing ``marker``, until :meth:`release` (or ``WAIT_SECONDS``).
@@ -53,6 +48,38 @@ class PauseBefore:
 
     def release(self) -> None:
         self._release.set()
+
+
+class StallEntryInsert:
+    """Stops a keyed post in the middle of its one statement, to inject a fault exactly there.
+
+    Another transaction holds an uncommitted entry with the same (user, idempotency key): the
+    post's statement moves and locks the balance row, then its entry INSERT waits on the unique
+    index for that transaction. :meth:`wait_reached` returns once PostgreSQL reports the post's
+    backend waiting; :meth:`release` rolls the other transaction back and the statement goes on.
+    """
+
+    def __init__(self, ledger: AnyLedger, user_id: int, key: str) -> None:
+        from django.db import connections
+
+        self.holder = connections.create_connection("default")
+        self.holder.set_autocommit(False)
+        table = connection.ops.quote_name(ledger.entry_model._meta.db_table)
+        with self.holder.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (user_id, operation, amount, balance_after, "
+                "idempotency_key, request_fingerprint, description, metadata, created_at, day) "
+                "VALUES (%s, 'CREDIT_ADD', 1, 1, %s, '', 'stall', '{}', now(), current_date)",
+                [user_id, key],
+            )
+
+    def wait_reached(self, worker: Worker) -> None:
+        assert worker.pid_known.wait(WAIT_SECONDS) and worker.pid is not None
+        wait_until_waiting_on_lock(worker.pid)
+
+    def release(self) -> None:
+        self.holder.rollback()
+        self.holder.close()
 
 
 class Worker(threading.Thread):

@@ -24,8 +24,8 @@ from core_ledger.selectors import balance_get, ledger_check
 from core_ledger.services import entry_post, entry_reverse, grant_bulk
 from core_ledger.tests.reliability.helpers import (
     PauseBefore,
+    StallEntryInsert,
     Worker,
-    entry_insert_marker,
     fast_user,
     snapshot,
     time_order_violations,
@@ -55,18 +55,17 @@ def test_backend_terminated_mid_post_leaves_nothing_and_retry_posts_once(
     user = fast_user()
     before = snapshot([user.pk])
     key = f"terminated-{operation}"
-    pause = PauseBefore(entry_insert_marker(ledger))
+    stall = StallEntryInsert(ledger, user.pk, key)
 
     def post() -> Any:
-        with connection.execute_wrapper(pause):
-            return entry_post(
-                ledger=ledger, user_id=user.pk, operation=operation, amount=7, idempotency_key=key
-            )
+        return entry_post(
+            ledger=ledger, user_id=user.pk, operation=operation, amount=7, idempotency_key=key
+        )
 
     victim = Worker(post)
     victim.start()
-    pause.wait_reached()
-    # The victim is inside its transaction: it has moved and locked the balance row ...
+    stall.wait_reached(victim)
+    # The victim is inside its statement: it has moved and locked the balance row ...
     with pytest.raises(DatabaseError), connection.cursor() as cursor:
         cursor.execute(
             f"SELECT 1 FROM {ledger.balance_model._meta.db_table} WHERE user_id = %s "
@@ -79,7 +78,7 @@ def test_backend_terminated_mid_post_leaves_nothing_and_retry_posts_once(
         cursor.execute("SELECT pg_terminate_backend(%s)", [victim.pid])
         assert cursor.fetchone()[0] is True
     FAULTS["terminated backends"] += 1
-    pause.release()
+    stall.release()
     with pytest.raises((DatabaseError, LedgerError)):
         victim.outcome()  # the client is told the write failed: never a false success
 
@@ -213,7 +212,7 @@ def test_bulk_grant_stamps_its_entries_after_taking_the_locks(ledger: AnyLedger)
     users = sorted((fast_user() for _ in range(3)), key=lambda u: u.pk)
     hot = users[-1]
     bulk_pause = PauseBefore("WITH locked AS")
-    single_pause = PauseBefore(entry_insert_marker(ledger))
+    single_stall = StallEntryInsert(ledger, hot.pk, "single-time-order")
 
     def bulk_grant() -> Any:
         with connection.execute_wrapper(bulk_pause):
@@ -226,19 +225,24 @@ def test_bulk_grant_stamps_its_entries_after_taking_the_locks(ledger: AnyLedger)
             )
 
     def single_post() -> Any:
-        with connection.execute_wrapper(single_pause):
-            return entry_post(ledger=ledger, user_id=hot.pk, operation=Op.CREDIT_ADD, amount=5)
+        return entry_post(
+            ledger=ledger,
+            user_id=hot.pk,
+            operation=Op.CREDIT_ADD,
+            amount=5,
+            idempotency_key="single-time-order",
+        )
 
     bulk = Worker(bulk_grant)
     bulk.start()
     bulk_pause.wait_reached()  # balance rows ensured; the locking statement is next
     single = Worker(single_post)
     single.start()
-    single_pause.wait_reached()  # holds the hot user's row, its entry not yet written
+    single_stall.wait_reached(single)  # holds the hot user's row, its entry not yet written
     bulk_pause.release()
     assert bulk.pid_known.wait(10) and bulk.pid is not None
     wait_until_waiting_on_lock(bulk.pid)  # the grant now waits for the hot row
-    single_pause.release()
+    single_stall.release()
     single_entry = single.outcome().entry
     summary = bulk.outcome()
     assert summary.granted == 3 and summary.failed == 0
@@ -350,7 +354,8 @@ def test_backend_of_a_gunicorn_worker_killed_mid_request_is_a_503_and_the_retry_
     figures: Any,
 ) -> None:
     """End to end: the database backend serving a real gunicorn worker dies while the post holds
-    the balance row (its entry INSERT is blocked by a table lock); the client gets a clean 503,
+    the balance row (its entry INSERT waits on another transaction's uncommitted entry with the
+    same key, see StallEntryInsert); the client gets a clean 503,
     nothing is written, and the client's retry with the same key posts exactly once."""
     import httpx
 
@@ -368,10 +373,7 @@ def test_backend_of_a_gunicorn_worker_killed_mid_request_is_a_503_and_the_retry_
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
             assert client.get(f"/api/{ledger.label}/balance/", headers=headers).status_code == 200
             before = snapshot([user.pk])
-            blocker = connections.create_connection("default")
-            blocker.set_autocommit(False)
-            with blocker.cursor() as cursor:
-                cursor.execute(f'LOCK TABLE "{entry_table}" IN SHARE MODE')  # blocks INSERTs
+            stall = StallEntryInsert(ledger, user.pk, headers["Idempotency-Key"])
             try:
                 request = Worker(
                     lambda: client.post(f"/api/{ledger.label}/entries/", json=body, headers=headers)
@@ -389,8 +391,7 @@ def test_backend_of_a_gunicorn_worker_killed_mid_request_is_a_503_and_the_retry_
                     assert cursor.fetchone()[0] is True
                 FAULTS["terminated backends"] += 1
             finally:
-                blocker.rollback()
-                blocker.close()
+                stall.release()
             response = request.outcome()
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] in ("database_unavailable", "ledger_busy")

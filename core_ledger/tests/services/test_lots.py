@@ -234,6 +234,37 @@ def test_reversing_an_expiring_credit_needs_its_whole_lot(ledger: AnyLedger, use
     assert reversal.lot_moves == [[fresh.pk, -4]] and lots_of(ledger, user)[fresh.pk] == 0
 
 
+def test_reversing_a_credit_that_never_expires_takes_back_such_credits_first(
+    ledger: AnyLedger, user: Any
+) -> None:
+    """Taking back a never-expiring credit must not leave the user holding longer-lived credits
+    than before: never-expiring credits go first, then the lots that expire last."""
+    operator = make_user(operator=True)
+    set_balance(ledger=ledger, user=user, to=0)
+
+    def add(amount: int) -> Any:
+        return entry_post(
+            ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=amount, actor=operator
+        ).entry
+
+    def undo(entry: Any) -> Any:
+        return entry_reverse(ledger=ledger, entry_id=entry.pk, reason="mistake", actor=operator)
+
+    soon = lot_credit(ledger, user, 10, timedelta(days=1))
+    late = lot_credit(ledger, user, 10, timedelta(days=9))
+    assert undo(add(20)).lot_moves is None  # all 20 from the never-expiring credits
+    assert lots_of(ledger, user) == {soon.pk: 10, late.pk: 10}
+
+    plain = add(4)
+    spend(ledger, user, 22)  # both lots, then 2 of the 4 that never expire
+    lot_l = lot_credit(ledger, user, 10, timedelta(days=5))
+    lot_m = lot_credit(ledger, user, 10, timedelta(days=8))
+    reversal = undo(plain)  # the 2 never-expiring credits left, then 2 of the latest lot
+    assert reversal.lot_moves == [[None, -2], [lot_m.pk, -2]]
+    assert lots_of(ledger, user) == {soon.pk: 0, late.pk: 0, lot_l.pk: 10, lot_m.pk: 8}
+    assert balance_get(ledger=ledger, user_id=user.pk) == 18
+
+
 def test_an_expiry_cannot_be_reversed(ledger: AnyLedger, user: Any) -> None:
     operator = make_user(operator=True)
     lot = lot_credit(ledger, user, 3, SHORT)
@@ -273,6 +304,32 @@ def test_a_bulk_grant_makes_lots_and_writes_pending_expiries_first(ledger: AnyLe
         .values_list("operation", flat=True)[:2]
     )
     assert ops == ["CREDIT_ADD", "EXPIRY"]
+
+
+def test_a_grant_to_all_active_users_finds_them_in_the_database(ledger: AnyLedger) -> None:
+    """The all-users path: the database picks the active users lacking the grant, writes
+    pending expiries first, and a rerun finds nobody (everyone counted as having it)."""
+    from core_ledger.selectors import active_users
+
+    users = [make_user() for _ in range(3)]
+    inactive = make_user(is_active=False)
+    old = lot_credit(ledger, users[0], 7, SHORT)
+    wait_past(old.expires_at)
+    done = grant_bulk(ledger=ledger, operation=Op.DAILY_REWARD, all_active_users=True)
+    total = active_users().count()
+    assert (done.granted, done.skipped, done.failed) == (total, 0, 0)
+    assert not ledger.entry_model.objects.filter(user=inactive, operation="DAILY_REWARD").exists()
+    ops = list(
+        ledger.entry_model.objects.filter(user=users[0])
+        .order_by("-id")
+        .values_list("operation", flat=True)[:2]
+    )
+    assert ops == ["DAILY_REWARD", "EXPIRY"]
+    counted: list[int] = []
+    again = grant_bulk(
+        ledger=ledger, operation=Op.DAILY_REWARD, all_active_users=True, on_batch=counted.append
+    )
+    assert (again.granted, again.skipped) == (0, total) and sum(counted) == total
 
 
 def test_ledger_check_catches_a_lot_that_disagrees_with_its_history(

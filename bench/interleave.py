@@ -1,0 +1,232 @@
+"""Interleaved runs: the project and its baselines take turns in short slices on the same machine.
+
+Run one after the other, two 10-second runs see different machines (another process wakes up, the
+disk flushes, the CPU clocks down) and their ratio moves by ±20%. Here every side starts its
+worker processes once (each its own connection, warmed up), then the sides run in turns, A, B, A,
+B, … (the order flipped every round, so neither always goes first), each for a short slice while
+the others wait idle on a pipe. Each side's figure is the median of its slices, and the spread of
+those slices says how much of a difference is noise.
+
+A side is either a forked pool running a worker factory (the project, psycopg: see
+``bench.common.WorkerFactory``) or a pool of commands speaking the same protocol on stdin/stdout
+(the peer, which needs its own settings and packages: ``bench.peer.worker``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing as mp
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from bench.common import Run, WorkerFactory, _close_django_connections
+
+
+def serve_slices(op: Callable[[Any], None], index: int, recv: Any, send: Any) -> None:
+    """A worker's loop: warm up, say ready, then run ``op`` for each ``("go", seconds)`` received
+    and send back (ops, errors, seconds, latencies); stop on ``("stop",)``."""
+    import random
+
+    rng = random.Random(index * 7919 + 1)
+    for _ in range(3):  # warm-up: connection, caches, prepared statements
+        op(rng)
+    send(("ready",))
+    while True:
+        command = recv()
+        if command[0] != "go":
+            return
+        latencies: list[float] = []
+        ops = errors = 0
+        start = now = time.perf_counter()
+        end = start + float(command[1])
+        while now < end:
+            t0 = now
+            try:
+                op(rng)
+                ops += 1
+            except Exception:
+                errors += 1
+            now = time.perf_counter()
+            latencies.append(now - t0)
+        send(("done", ops, errors, now - start, latencies))
+
+
+class Side(Protocol):
+    def go(self, seconds: float) -> Run: ...
+    def stop(self) -> None: ...
+
+
+def _merge(results: Sequence[tuple[Any, ...]]) -> Run:
+    run = Run()
+    for _, ops, errors, seconds, latencies in results:
+        run.ops += ops
+        run.errors += errors
+        run.seconds = max(run.seconds, seconds)
+        run.latencies.extend(latencies)
+    return run
+
+
+def _forked_worker(factory: WorkerFactory, index: int, conn: Any) -> None:
+    try:
+        op = factory(index)
+        serve_slices(op, index, conn.recv, conn.send)
+    except BaseException as exc:  # report set-up failures instead of leaving the parent waiting
+        conn.send(("error", repr(exc)))
+
+
+class ForkedSide:
+    """``processes`` forked workers running ``factory``'s operation."""
+
+    def __init__(self, factory: WorkerFactory, processes: int) -> None:
+        ctx = mp.get_context("fork")
+        _close_django_connections()
+        self.pipes = []
+        self.procs = []
+        for i in range(processes):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_forked_worker, args=(factory, i, child), daemon=True)
+            proc.start()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+        for pipe in self.pipes:
+            _expect_ready(pipe.recv() if pipe.poll(120) else ("error", "no answer in 120 s"))
+
+    def go(self, seconds: float) -> Run:
+        for pipe in self.pipes:
+            pipe.send(("go", seconds))
+        return _merge([pipe.recv() for pipe in self.pipes])
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(("stop",))
+        for proc in self.procs:
+            proc.join(timeout=30)
+
+
+def _expect_ready(message: tuple[Any, ...]) -> None:
+    if message[0] != "ready":
+        raise RuntimeError(f"benchmark worker failed to start: {message}")
+
+
+class CommandSide:
+    """``processes`` copies of a command speaking JSON lines: ``["go", s]`` in, results out."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], processes: int, cwd: Any) -> None:
+        self.procs = [
+            subprocess.Popen(
+                [*argv, "--index", str(i)],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+            )
+            for i in range(processes)
+        ]
+        for proc in self.procs:
+            _expect_ready(self._read(proc))
+
+    @staticmethod
+    def _read(proc: subprocess.Popen[str]) -> tuple[Any, ...]:
+        out: IO[str] | None = proc.stdout
+        line = out.readline() if out is not None else ""
+        if not line:
+            raise RuntimeError(f"peer worker exited with {proc.wait(timeout=30)}")
+        return tuple(json.loads(line))
+
+    def go(self, seconds: float) -> Run:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(["go", seconds]) + "\n")
+            proc.stdin.flush()
+        return _merge([self._read(proc) for proc in self.procs])
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(["stop"]) + "\n")
+            proc.stdin.close()
+        for proc in self.procs:
+            proc.wait(timeout=30)
+
+
+@dataclass
+class Slices:
+    """One side's slices: their rates, median and spread, and all latencies together."""
+
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        return [run.rate for run in self.runs]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates) if self.runs else 0.0
+
+    @property
+    def spread(self) -> float:
+        """Half the range of the slices' rates, as a fraction of their median (±)."""
+        rates = self.rates
+        return (max(rates) - min(rates)) / 2 / self.median if self.median else 0.0
+
+    @property
+    def merged(self) -> Run:
+        return _merge([("done", r.ops, r.errors, r.seconds, r.latencies) for r in self.runs])
+
+    def pct(self, q: float) -> float:
+        return self.merged.pct(q)
+
+    @property
+    def errors(self) -> int:
+        return sum(run.errors for run in self.runs)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "median_per_second": round(self.median, 1),
+            "slices_per_second": [round(rate, 1) for rate in self.rates],
+            "spread": round(self.spread, 3),
+            "p50_ms": round(self.pct(50), 3),
+            "p99_ms": round(self.pct(99), 3),
+            "errors": self.errors,
+        }
+
+    def text(self) -> str:
+        return f"{self.median:,.0f}/s ±{self.spread:.0%}"
+
+
+def interleave(
+    sides: dict[str, Callable[[], Side]], *, rounds: int, seconds: float
+) -> dict[str, Slices]:
+    """Start every side, then run ``rounds`` rounds of one ``seconds`` slice per side, in turns
+    (the order reversed every other round). Sides are started one after the other and all stopped
+    at the end, whatever happens."""
+    started: dict[str, Side] = {}
+    try:
+        for name, start in sides.items():
+            started[name] = start()
+        result = {name: Slices() for name in started}
+        names = list(started)
+        for round_ in range(rounds):
+            for name in names if round_ % 2 == 0 else reversed(names):
+                result[name].runs.append(started[name].go(seconds))
+        return result
+    finally:
+        for side in started.values():
+            with contextlib.suppress(Exception):  # a side that died already: nothing to stop
+                side.stop()
+
+
+def ratio_spread(project: Slices, baseline: Slices) -> float:
+    """The spread (±, as a fraction) of the per-round ratios project/baseline."""
+    ratios = [a.rate / b.rate for a, b in zip(project.runs, baseline.runs, strict=True) if b.rate]
+    if not ratios:
+        return 0.0
+    mid = statistics.median(ratios)
+    return (max(ratios) - min(ratios)) / 2 / mid if mid else 0.0

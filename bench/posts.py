@@ -1,0 +1,85 @@
+"""Posts from N processes, interleaved: the project, its psycopg baseline and the peer.
+
+Scenarios 1 and 2 run the three side by side in short slices (``bench.interleave``): the
+project's ``entry_post`` of CREDIT_SPEND 1, the same two statements with plain psycopg, and
+django-hordak's ``Account.transfer_to`` of 1 EUR (its unit of posting: a transaction and two
+legs). Each figure is the median of its slices; the spread column shows the slices' ± range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench import workers
+from bench.interleave import ForkedSide, Side, Slices, interleave, ratio_spread
+from bench.peer import run as peer
+from bench.report import Context, Row
+
+
+@dataclass
+class Peer:
+    """The peer's accounts, when its packages are installed (``make bench`` does)."""
+
+    url: str
+    accounts: list[int]
+
+    @classmethod
+    def prepare(cls, url: str, accounts: int) -> Peer | None:
+        if not peer.available():
+            print("  (peer not installed: run `make bench` to install bench/peer/requirements.txt)")
+            return None
+        return cls(url, peer.setup(url, accounts))
+
+
+def compare(
+    ctx: Context,
+    *,
+    label: str,
+    processes: int,
+    user_ids: list[int],
+    peer_accounts: list[int] | None,
+    rounds: int,
+    seconds: float,
+    psycopg_target: float | None,
+    peer_target: float | None,
+) -> tuple[list[Row], dict[str, object]]:
+    """Interleave the sides for one configuration; its rows (vs psycopg, vs the peer)."""
+    sides: dict[str, object] = {
+        "project": lambda: ForkedSide(workers.service_spend(user_ids), processes),
+        "psycopg": lambda: ForkedSide(workers.psycopg_spend(ctx.url, user_ids), processes),
+    }
+    if peer_accounts is not None:
+        sides["peer"] = lambda: peer.transfer_side(ctx.url, peer_accounts, processes)
+    got = interleave(sides, rounds=rounds, seconds=seconds)  # type: ignore[arg-type]
+    for name, slices in got.items():
+        print(
+            f"  {label}: {name:<8} {slices.text():>16}  p50 {slices.pct(50):6.2f} ms  "
+            f"p99 {slices.pct(99):6.2f} ms  ({len(slices.runs)} slices of {seconds:g} s, "
+            f"{slices.errors} errors)",
+            flush=True,
+        )
+    project, baseline = got["project"], got["psycopg"]
+    rows = [_row(label, project, baseline, psycopg_target, "psycopg")]
+    if "peer" in got:
+        rows.append(_row(label, project, got["peer"], peer_target, "peer"))
+    return rows, {name: slices.summary() for name, slices in got.items()}
+
+
+def _row(label: str, project: Slices, other: Slices, target: float | None, kind: str) -> Row:
+    versus = "" if kind == "psycopg" else f" vs {peer.NAME} transfer"
+    return Row(
+        f"{label}{versus}",
+        "entries/s",
+        project.median,
+        other.median,
+        target=target,
+        spread=f"±{project.spread:.0%} / ±{other.spread:.0%} (ratio ±{ratio_spread(project, other):.0%})",
+        detail=(
+            f"p50/p99 {project.pct(50):.2f}/{project.pct(99):.2f} ms vs "
+            f"{other.pct(50):.2f}/{other.pct(99):.2f} ms"
+            + ("" if kind == "psycopg" else f"; {peer.CAVEATS}")
+        ),
+    )
+
+
+__all__ = ["Peer", "Side", "compare"]
