@@ -94,8 +94,8 @@ class LedgerEvents(pgtrigger.Trigger):
     The rows come from the statement's transition table (``REFERENCING NEW TABLE AS
     new_rows``, named ``n`` in the SQL), so a statement writing 100,000 rows writes its
     100,000 events in one ``INSERT … SELECT`` and a single post pays one small statement.
-    ``data`` and ``where`` are SQL templates; ``{lot_table}`` and ``{balance_table}`` are the
-    model's ledger's tables, found through the ledger registry when the trigger is compiled (by
+    ``data`` and ``where`` are SQL templates; ``{entry_table}``, ``{lot_table}`` and
+    ``{balance_table}`` are the tables of the ledger the model's app declares, found through the ledger registry when the trigger is compiled (by
     ``makemigrations``), so each app's migration holds its own label and tables.
 
     A table whose rows change after they are written (holds) snapshots the row in ``data``
@@ -125,20 +125,14 @@ class LedgerEvents(pgtrigger.Trigger):
     def get_func(self, model: Any) -> str:
         from core_ledger.ledger import registry
 
-        # Migrations compile the trigger on their own copy of the model class: match by name.
-        key = model._meta.label_lower
-        ledger = next(
-            (
-                x
-                for x in registry
-                for m in (x.entry_model, x.balance_model, x.lot_model)
-                if m._meta.label_lower == key
-            ),
-            None,
-        )
+        # Migrations compile the trigger on their own copy of the model class, so the ledger is
+        # found by app label: any table of a ledger app (entries, lots, holds) belongs to it.
+        app_label = model._meta.app_label
+        ledger = next((x for x in registry if x.app_label == app_label), None)
         if ledger is None:
-            raise LookupError(f"No registered ledger uses {model._meta.label}.")
+            raise LookupError(f"No registered ledger in app {app_label!r} ({model._meta.label}).")
         names = {
+            "entry_table": _quote(ledger.entry_model._meta.db_table),
             "lot_table": _quote(ledger.lot_model._meta.db_table),
             "balance_table": _quote(ledger.balance_model._meta.db_table),
         }
