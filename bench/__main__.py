@@ -25,6 +25,7 @@ SCENARIOS = (
     "rest",
     "lots",
     "holds",
+    "events",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 

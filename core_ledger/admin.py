@@ -30,7 +30,10 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from core_ledger import token_admin  # noqa: F401  # pyright: ignore[reportUnusedImport]  # registers the API token admin
+from core_ledger import (
+    token_admin,  # noqa: F401  # pyright: ignore[reportUnusedImport]  # registers the API token admin
+    webhook_admin,  # noqa: F401  # pyright: ignore[reportUnusedImport]  # registers the events and webhooks admin
+)
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import AnyLedger, PostedBy, registry
 from core_ledger.models import DESCRIPTION_MAX_LENGTH, IDEMPOTENCY_KEY_MAX_LENGTH, AbstractHold

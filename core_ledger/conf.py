@@ -128,6 +128,26 @@ class AppSettings:
         value = self._setting("METRICS_ADDRESSES", ())
         return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else ()
 
+    @property
+    def WEBHOOK_ALLOW_PRIVATE(self) -> bool:
+        """Let webhook endpoints point at private, loopback or link-local addresses. Default
+        ``False``; with ``DEBUG`` on they are always allowed (a developer's own receiver)."""
+        from django.conf import settings
+
+        return bool(self._setting("WEBHOOK_ALLOW_PRIVATE", False)) or bool(settings.DEBUG)
+
+    @property
+    def WEBHOOK_TIMEOUT(self) -> float:
+        """Seconds a webhook delivery may take (connect, then each read). Default 5."""
+        return float(self._setting("WEBHOOK_TIMEOUT", 5.0))
+
+    @property
+    def WEBHOOK_BACKOFF(self) -> tuple[float, ...]:
+        """Seconds to wait after the 1st, 2nd, … failed delivery of an event; when they run
+        out, the endpoint is marked failing. Default 10 s, 1 min, 10 min, 1 h, 6 h, 24 h."""
+        value = self._setting("WEBHOOK_BACKOFF", (10, 60, 600, 3600, 6 * 3600, 24 * 3600))
+        return tuple(float(x) for x in value)
+
     def raw(self, name: str) -> Any:
         """The setting as configured (for the system checks), or None when it is not set."""
         return self._setting(name, None)

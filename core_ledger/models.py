@@ -12,10 +12,13 @@ from typing import Any
 
 import pgtrigger
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 
 from core_ledger.operations import LedgerOperation, SharedOperation
+from core_ledger.triggers import EVENT_TYPES, entry_events_trigger
 
 # Set per database by the test set-up only (see conftest); lets pytest-django TRUNCATE the
 # throwaway test database between transactional tests. UPDATE and DELETE stay refused.
@@ -172,6 +175,9 @@ class AbstractLedgerEntry(models.Model):
                     "END IF; RETURN NULL;"
                 ),
             ),
+            # entry.posted for every row, in the writing statement's transaction (one
+            # INSERT ... SELECT per statement over its transition table): core_ledger.triggers.
+            entry_events_trigger(),
         ]
 
     def __str__(self) -> str:
@@ -489,3 +495,145 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.digest[:8]}… ({self.user_id})"  # pyright: ignore[reportAttributeAccessIssue]  # the stubs' plugin adds user_id
+
+
+# --- change events and webhooks ------------------------------------------------------------------
+
+
+class Xid8Field(models.BigIntegerField):  # type: ignore[type-arg]
+    """A PostgreSQL ``xid8``: a 64-bit transaction id that never wraps around.
+
+    Read as ``int``; written as text, which PostgreSQL casts to ``xid8``. Compare it in SQL
+    (``xid8`` has no cast from ``bigint``), as :mod:`core_ledger.feed` does.
+    """
+
+    description = "PostgreSQL 64-bit transaction id (xid8)"
+
+    def db_type(self, connection: Any) -> str:
+        return "xid8"
+
+    def rel_db_type(self, connection: Any) -> str:
+        return "xid8"
+
+    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
+        return None if value is None else str(int(value))
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> int | None:
+        return None if value is None else int(value)
+
+
+class Event(models.Model):
+    """One change of a ledger (``entry.posted``; holds add their own types), written by a
+    database trigger in the transaction of the change: there is an event for every committed
+    change and none for a rolled-back one.
+
+    ``xid`` is the writing transaction (``pg_current_xact_id()``); the feed hands events out in
+    ``(xid, id)`` order, and only once every transaction that could still add an event before
+    them has ended (:mod:`core_ledger.feed`). ``data`` is the changed row as JSON plus
+    ``"balance": {"balance", "available"}`` after the change; the feed renders it in the API's
+    shape.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    xid = Xid8Field(
+        db_default=models.Func(
+            function="pg_current_xact_id", output_field=models.BigIntegerField()
+        ),
+        editable=False,
+        help_text="The transaction that wrote the event (xid8).",
+    )
+    ledger = models.CharField(max_length=50, help_text="The ledger's label.")
+    type = models.CharField(max_length=64, help_text="entry.posted, …")
+    object_id = models.BigIntegerField(help_text="The id of the entry (or hold) that changed.")
+    created_at = models.DateTimeField(db_default=Now())
+    data = models.JSONField(help_text="The row as JSON, with the balance after the change.")
+
+    class Meta:
+        db_table = "core_ledger_event"
+        ordering = ["xid", "id"]
+        indexes = [models.Index(fields=["xid", "id"], name="core_ledger_event_feed")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(type__in=list(EVENT_TYPES)), name="core_ledger_event_known_type"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.type} {self.ledger}:{self.object_id}"
+
+
+class WebhookEndpoint(models.Model):
+    """Where the delivery worker POSTs events, signed with ``secret`` (shown once, at creation).
+
+    The secret is kept as is because signing needs it (an HMAC key, not a password). Each
+    endpoint has its own cursor into the feed: events after ``(cursor_xid, cursor_id)`` are
+    delivered in feed order, one at a time. A failed delivery sets ``next_attempt_at`` (backoff,
+    ``attempts`` so far on the event at the cursor); when the backoff runs out the endpoint is
+    marked ``failing`` and waits for an operator (admin "resume", or ``ledger_webhook enable``).
+    """
+
+    url = models.URLField(max_length=2000)
+    event_types = ArrayField(
+        models.CharField(max_length=64),
+        default=list,
+        blank=True,
+        help_text="Event types to deliver; empty: every type.",
+    )
+    ledgers = ArrayField(
+        models.CharField(max_length=50),
+        default=list,
+        blank=True,
+        help_text="Ledger labels to deliver; empty: every ledger.",
+    )
+    active = models.BooleanField(default=True)
+    secret = models.CharField(max_length=100, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    cursor_xid = Xid8Field(default=0, editable=False)
+    cursor_id = models.BigIntegerField(default=0, editable=False)
+    attempts = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Failed attempts on the next event to deliver."
+    )
+    next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
+    failing = models.BooleanField(
+        default=False, help_text="Retries ran out; nothing is delivered until it is resumed."
+    )
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, default="", editable=False)
+    delivered = models.BigIntegerField(default=0, editable=False)
+
+    class Meta:
+        db_table = "core_ledger_webhook_endpoint"
+        ordering = ["id"]
+        verbose_name = "webhook endpoint"
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One delivery attempt of one event to one endpoint: what happened and when."""
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="deliveries")
+    attempt = models.PositiveIntegerField(help_text="1 for the first try of this event.")
+    status_code = models.IntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    success = models.BooleanField(default=False)
+    duration_ms = models.IntegerField(default=0)
+    created_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "core_ledger_webhook_delivery"
+        ordering = ["-id"]
+        verbose_name = "webhook delivery attempt"
+        indexes = [
+            models.Index(fields=["endpoint", "-id"], name="core_ledger_delivery_endpoint"),
+            models.Index(fields=["event"], name="core_ledger_delivery_event"),
+        ]
+
+    def __str__(self) -> str:
+        outcome = self.status_code if self.status_code is not None else self.error[:40]
+        return f"event {self.event_id} → endpoint {self.endpoint_id} #{self.attempt}: {outcome}"  # pyright: ignore[reportAttributeAccessIssue]  # the stubs' plugin adds *_id

@@ -478,7 +478,8 @@ def ledger_check(*, ledger: AnyLedger, user_ids: list[int] | None = None) -> lis
     balance, held equal to the user's pending holds and next_hold_expiry null without one, else
     at most their soonest expiry;
     a captured hold has exactly one entry, of -captured_amount (1..amount), that names it back;
-    released, expired and pending holds have none; a hold's lot reservation adds up to it.
+    released, expired and pending holds have none; a hold's lot reservation adds up to it; and each entry having exactly one
+    ``entry.posted`` event.
     """
     entry_table, balance_table = tables(ledger)
     lot_table = quote_name(ledger.lot_model._meta.db_table)
@@ -488,6 +489,7 @@ def ledger_check(*, ledger: AnyLedger, user_ids: list[int] | None = None) -> lis
         *_checks(entry_table, balance_table),
         *_lot_checks(entry_table, balance_table, lot_table, hold_table),
         *_hold_checks(entry_table, balance_table, lot_table, hold_table),
+        *_event_checks(entry_table, ledger.label),
     ]
     with connections[ledger.db_alias].cursor() as cursor:
         for kind, sql in checks:
@@ -499,6 +501,34 @@ def ledger_check(*, ledger: AnyLedger, user_ids: list[int] | None = None) -> lis
             for user_id, entry_id, detail in cursor.fetchall():
                 found.append(Discrepancy(ledger.label, kind, user_id, entry_id, detail))
     return found
+
+
+def _event_checks(entry_table: str, label: str) -> list[tuple[str, str]]:
+    """Each entry has exactly one ``entry.posted`` event (written by the entry table's trigger in
+    the entry's transaction), and no event names an entry that does not exist."""
+    if "'" in label:
+        return []
+    return [
+        (
+            "entry_event_missing",
+            f"""
+            SELECT e.user_id, e.id, 'entry has ' || count(v.id) || ' entry.posted events, not 1'
+            FROM {entry_table} e
+            LEFT JOIN core_ledger_event v
+              ON v.ledger = '{label}' AND v.type = 'entry.posted' AND v.object_id = e.id
+            GROUP BY e.user_id, e.id HAVING count(v.id) <> 1
+            """,
+        ),
+        (
+            "event_without_entry",
+            f"""
+            SELECT NULL::bigint, v.object_id, 'event ' || v.id || ' names no entry'
+            FROM core_ledger_event v
+            WHERE v.ledger = '{label}' AND v.type = 'entry.posted'
+              AND NOT EXISTS (SELECT 1 FROM {entry_table} e WHERE e.id = v.object_id)
+            """,
+        ),
+    ]
 
 
 @dataclass(frozen=True)

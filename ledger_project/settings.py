@@ -302,6 +302,13 @@ SHARED_LEDGER_EXPIRES_AFTER: dict[str, dict[str, int | None]] = env.json(
 )
 # Lifetime of an API token from POST /api/auth/token/, in seconds (default 10 hours).
 SHARED_LEDGER_TOKEN_TTL: int = env.int("API_TOKEN_TTL", default=10 * 60 * 60)
+# Webhooks (core_ledger.conf): with DEBUG off, endpoints on private or loopback addresses are
+# refused unless WEBHOOK_ALLOW_PRIVATE=1; WEBHOOK_BACKOFF is the retry schedule in seconds.
+SHARED_LEDGER_WEBHOOK_ALLOW_PRIVATE: bool = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+SHARED_LEDGER_WEBHOOK_BACKOFF: list[float] = [
+    float(x)
+    for x in env.list("WEBHOOK_BACKOFF", default=["10", "60", "600", "3600", "21600", "86400"])
+]
 
 # --- What operators see (README "Operating in production") ----------------------------------
 # /metrics (Prometheus text format): with "Authorization: Bearer $METRICS_TOKEN", or from the

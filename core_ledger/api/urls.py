@@ -19,6 +19,7 @@ from rest_framework.routers import SimpleRouter
 
 from core_ledger.api.auth import LogoutAllView, LogoutView, TokenView
 from core_ledger.api.errors import error_body
+from core_ledger.api.events import EventFeedView
 from core_ledger.api.views import (
     AllBalancesView,
     BalanceViewSet,
@@ -73,6 +74,7 @@ def api_urlpatterns() -> Routes:
         path("auth/token/", TokenView.as_view(), name="api-token"),
         path("auth/logout/", LogoutView.as_view(), name="api-logout"),
         path("auth/logout-all/", LogoutAllView.as_view(), name="api-logout-all"),
+        path("events/", EventFeedView.as_view(), name="api-events"),
         path("schema/", SchemaView.as_view(), name="api-schema"),
         path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
         *[path(f"{ledger.label}/", include(ledger_urlpatterns(ledger))) for ledger in registry],

@@ -383,7 +383,7 @@ def test_core_installs_into_a_new_project_with_an_email_user_model(
     tests = run(
         python, "-m", "pytest", "app_gamma", "-q", "-p", "no:cacheprovider", cwd=host, env=env
     )
-    assert re.search(r"\b6 passed\b", tests), tests
+    assert re.search(r"\b7 passed\b", tests), tests
     assert "failed" not in tests and "error" not in tests.lower(), tests
 
     # Through the service, the admin and the commands, all with an email-login user model.
