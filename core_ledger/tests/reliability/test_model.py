@@ -184,9 +184,11 @@ class LedgerModel:
         staff: bool,
     ) -> Outcome:
         hold = self.holds[(ledger, hold_id)]
+        if capture and amount is not None and amount < 1:  # the shape, before anything else
+            return Outcome("refuse", "validation_error")
         if not (actor_id is None or staff or actor_id == hold.placed_by):
             return Outcome("refuse", "operation_not_allowed")
-        if capture and amount is not None and not 1 <= amount <= hold.amount:
+        if capture and amount is not None and amount > hold.amount:
             return Outcome("refuse", "validation_error")
         if hold.status != "pending":
             return Outcome("refuse", "hold_not_pending")
@@ -543,17 +545,38 @@ class LedgerMachine(RuleBasedStateMachine):
         STEPS["accepted"] += 1
         STEPS["holds"] += 1
 
+    @rule(
+        ledger=st.sampled_from(LEDGERS),
+        user=st.integers(0, N_USERS - 1),
+        amount=st.integers(1, 30),
+        actor=st.sampled_from(["system", "self", "staff"]),
+    )
+    def valid_hold(self, ledger: str, user: int, amount: int, actor: str) -> None:
+        """A well-formed hold (mostly placed), so captures and releases have something to do."""
+        self.place_hold(
+            ledger=ledger, user=user, operation="CREDIT_SPEND", amount=amount, actor=actor
+        )
+
     @precondition(lambda self: bool(self.model.holds) if hasattr(self, "model") else False)
     @rule(
         data=st.data(),
         capture=st.booleans(),
-        amount=st.one_of(st.none(), st.integers(0, 130)),
+        how_much=st.sampled_from(["all", "all", "part", "part", "zero", "over"]),
         actor=ACTORS,
     )
-    def resolve_hold(self, data: st.DataObject, capture: bool, amount: Any, actor: str) -> None:
+    def resolve_hold(self, data: st.DataObject, capture: bool, how_much: str, actor: str) -> None:
         STEPS["operations"] += 1
-        ledger, hold_id = data.draw(st.sampled_from(sorted(self.model.holds)))
+        # Mostly a pending hold (a resolution to make), sometimes any (a second one to refuse).
+        pending = sorted(k for k, h in self.model.holds.items() if h.status == "pending")
+        keys = pending if pending and data.draw(st.integers(0, 3)) else sorted(self.model.holds)
+        ledger, hold_id = data.draw(st.sampled_from(keys))
         hold = self.model.holds[(ledger, hold_id)]
+        amount: Any = {
+            "all": None,
+            "zero": 0,
+            "over": hold.amount + 1,
+            "part": data.draw(st.integers(1, hold.amount)),
+        }[how_much]
         owner = next(u for u in self.users if u.pk == hold.user)
         actor_obj, actor_id = self._actor(actor, owner)
         expected = self.model.resolve_hold(
