@@ -568,7 +568,8 @@ class LedgerMachine(RuleBasedStateMachine):
         STEPS["operations"] += 1
         # Mostly a pending hold (a resolution to make), sometimes any (a second one to refuse).
         pending = sorted(k for k, h in self.model.holds.items() if h.status == "pending")
-        keys = pending if pending and data.draw(st.integers(0, 3)) else sorted(self.model.holds)
+        pick_pending = bool(pending) and data.draw(st.integers(0, 3)) > 0
+        keys = pending if pick_pending else sorted(self.model.holds)
         ledger, hold_id = data.draw(st.sampled_from(keys))
         hold = self.model.holds[(ledger, hold_id)]
         amount: Any = {
