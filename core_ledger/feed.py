@@ -21,7 +21,7 @@ from core_ledger.conf import app_settings
 from core_ledger.exceptions import ValidationFailed
 from core_ledger.ledger import registry
 from core_ledger.models import Event
-from core_ledger.triggers import ENTRY_POSTED
+from core_ledger.triggers import ENTRY_POSTED, HOLD_EVENTS
 
 MAX_POSITION = 2**63 - 1
 _CURSOR = re.compile(r"^(0|[1-9][0-9]{0,18}):(0|[1-9][0-9]{0,18})$")
@@ -185,10 +185,44 @@ def _entries_data(events: Sequence[Event]) -> dict[int, dict[str, Any]]:
     return data
 
 
+def _holds_data(events: Sequence[Event]) -> dict[int, dict[str, Any]]:
+    """Each hold event's ``data``: the hold as ``GET /api/<ledger>/holds/<id>/`` showed it at the
+    change (the trigger's snapshot of the row, not the row now: a hold changes after it is
+    placed), plus ``balance``. No query: everything is in the event."""
+    from django.db import models
+    from django.utils.dateparse import parse_datetime
+    from rest_framework.fields import DateTimeField
+
+    from core_ledger.api.serializers import hold_serializer_for
+
+    moment = DateTimeField()
+    data: dict[int, dict[str, Any]] = {}
+    for event in events:
+        snapshot = dict(event.data)
+        model = registry.get(event.ledger).hold_model
+        values: dict[str, Any] = {}
+        for field in model._meta.concrete_fields:
+            value = snapshot.get(field.column)
+            if isinstance(field, models.DateTimeField) and isinstance(value, str):
+                value = parse_datetime(value)
+            values[field.attname] = value
+        hold = model(**values)
+        shown: dict[str, Any] = dict(hold_serializer_for(event.ledger)(hold).data)
+        # As it was at the change, not as the clock reads it now (a pending hold expires).
+        shown["status"] = hold.status
+        shown["resolved_at"] = (
+            None if hold.resolved_at is None else moment.to_representation(hold.resolved_at)
+        )
+        shown["balance"] = snapshot.get("balance")
+        data[event.id] = shown
+    return data
+
+
 DATA_RENDERERS: dict[str, Callable[[Sequence[Event]], dict[int, dict[str, Any]]]] = {
-    ENTRY_POSTED: _entries_data
+    ENTRY_POSTED: _entries_data,
+    **dict.fromkeys(HOLD_EVENTS, _holds_data),
 }
-"""How each event type's ``data`` is shown, a page at a time (holds add theirs)."""
+"""How each event type's ``data`` is shown, a page at a time."""
 
 
 def render_events(events: Sequence[Event]) -> list[dict[str, Any]]:

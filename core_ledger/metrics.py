@@ -164,6 +164,63 @@ def unexpired_lots() -> Families:
     return [lots, credits]
 
 
+@register_state_gauge
+def open_holds() -> Families:
+    """Pending holds not yet expired, and the credits they reserve, per ledger."""
+    from core_ledger.ledger import registry
+    from core_ledger.routing import current_replica
+    from core_ledger.services.sql import quote_name
+
+    holds = GaugeMetricFamily("ledger_open_holds", "Pending, unexpired holds.", labels=["ledger"])
+    held = GaugeMetricFamily(
+        "ledger_held_credits", "Credits reserved by pending, unexpired holds.", labels=["ledger"]
+    )
+    for ledger in registry:
+        table = quote_name(ledger.hold_model._meta.db_table)
+        alias = current_replica() or ledger.db_alias
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                f"SELECT count(*), coalesce(sum(amount), 0) FROM {table} "
+                "WHERE status = 'pending' AND expires_at > now()"
+            )
+            count, total = cursor.fetchone()
+        holds.add_metric([ledger.label], float(count))
+        held.add_metric([ledger.label], float(total))
+    return [holds, held]
+
+
+@register_state_gauge
+def undelivered_events() -> Families:
+    """Per active webhook endpoint: events of its types and ledgers after its cursor (waiting
+    or being retried), and whether it is marked failing."""
+    from core_ledger.models import WebhookEndpoint
+    from core_ledger.routing import current_replica
+
+    waiting = GaugeMetricFamily(
+        "ledger_webhook_undelivered_events",
+        "Events not yet acknowledged by an active endpoint.",
+        labels=["endpoint"],
+    )
+    failing = GaugeMetricFamily(
+        "ledger_webhook_endpoint_failing",
+        "1 when the endpoint is marked failing.",
+        labels=["endpoint"],
+    )
+    alias = current_replica() or "default"
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT w.id, w.failing, (SELECT count(*) FROM core_ledger_event v "
+            "WHERE (v.xid, v.id) > (w.cursor_xid, w.cursor_id) "
+            "AND (cardinality(w.event_types) = 0 OR v.type = ANY(w.event_types)) "
+            "AND (cardinality(w.ledgers) = 0 OR v.ledger = ANY(w.ledgers))) "
+            f"FROM {WebhookEndpoint._meta.db_table} w WHERE w.active ORDER BY w.id"
+        )
+        for endpoint_id, is_failing, count in cursor.fetchall():
+            waiting.add_metric([str(endpoint_id)], float(count))
+            failing.add_metric([str(endpoint_id)], 1.0 if is_failing else 0.0)
+    return [waiting, failing]
+
+
 def _families(gauge: StateGauge) -> list[GaugeMetricFamily]:
     return list(gauge())
 

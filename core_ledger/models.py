@@ -18,7 +18,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Now
 
 from core_ledger.operations import LedgerOperation, SharedOperation
-from core_ledger.triggers import EVENT_TYPES, entry_events_trigger
+from core_ledger.triggers import EVENT_TYPES, entry_events_trigger, hold_events_triggers
 
 # Set per database by the test set-up only (see conftest); lets pytest-django TRUNCATE the
 # throwaway test database between transactional tests. UPDATE and DELETE stay refused.
@@ -465,6 +465,9 @@ class AbstractHold(models.Model):
                 condition=pgtrigger.Condition("OLD.status <> 'pending'"),
             ),
             pgtrigger.Protect(name="hold_kept", operation=pgtrigger.Delete),
+            # hold.placed / hold.captured / hold.released / hold.expired, in the change's
+            # transaction (core_ledger.triggers).
+            *hold_events_triggers(),
         ]
 
     def __str__(self) -> str:

@@ -490,6 +490,7 @@ def ledger_check(*, ledger: AnyLedger, user_ids: list[int] | None = None) -> lis
         *_lot_checks(entry_table, balance_table, lot_table, hold_table),
         *_hold_checks(entry_table, balance_table, lot_table, hold_table),
         *_event_checks(entry_table, ledger.label),
+        *_hold_event_checks(hold_table, ledger.label),
     ]
     with connections[ledger.db_alias].cursor() as cursor:
         for kind, sql in checks:
@@ -526,6 +527,43 @@ def _event_checks(entry_table: str, label: str) -> list[tuple[str, str]]:
             FROM core_ledger_event v
             WHERE v.ledger = '{label}' AND v.type = 'entry.posted'
               AND NOT EXISTS (SELECT 1 FROM {entry_table} e WHERE e.id = v.object_id)
+            """,
+        ),
+    ]
+
+
+def _hold_event_checks(hold_table: str, label: str) -> list[tuple[str, str]]:
+    """Each hold has exactly one ``hold.placed`` event, a resolved hold exactly one event of its
+    resolution (``hold.captured`` / ``hold.released`` / ``hold.expired``) and a pending one none;
+    no hold event names a hold that does not exist."""
+    if "'" in label:
+        return []
+    return [
+        (
+            "hold_event_missing",
+            f"""
+            SELECT h.user_id, h.entry_id,
+                   'hold ' || h.id || ' has ' || count(v.id) FILTER (WHERE v.type = 'hold.placed')
+                   || ' hold.placed and '
+                   || count(v.id) FILTER (WHERE v.type <> 'hold.placed') || ' resolution events'
+            FROM {hold_table} h
+            LEFT JOIN core_ledger_event v
+              ON v.ledger = '{label}' AND left(v.type, 5) = 'hold.' AND v.object_id = h.id
+            GROUP BY h.user_id, h.entry_id, h.id, h.status
+            HAVING count(v.id) FILTER (WHERE v.type = 'hold.placed') <> 1
+                OR count(v.id) FILTER (WHERE v.type = 'hold.' || h.status)
+                   <> (CASE WHEN h.status = 'pending' THEN 0 ELSE 1 END)
+                OR count(v.id) FILTER (
+                       WHERE v.type <> 'hold.placed' AND v.type <> 'hold.' || h.status) <> 0
+            """,
+        ),
+        (
+            "event_without_hold",
+            f"""
+            SELECT NULL::bigint, NULL::bigint, 'event ' || v.id || ' names no hold'
+            FROM core_ledger_event v
+            WHERE v.ledger = '{label}' AND left(v.type, 5) = 'hold.'
+              AND NOT EXISTS (SELECT 1 FROM {hold_table} h WHERE h.id = v.object_id)
             """,
         ),
     ]

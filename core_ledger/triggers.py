@@ -31,9 +31,14 @@ from pgtrigger import compiler
 EVENT_TABLE = "core_ledger_event"
 
 ENTRY_POSTED = "entry.posted"
-EVENT_TYPES: tuple[str, ...] = (ENTRY_POSTED,)
-"""Every event type the feed and the webhooks know. Holds will add ``hold.placed``,
-``hold.captured``, ``hold.released`` and ``hold.expired``."""
+HOLD_PLACED = "hold.placed"
+HOLD_CAPTURED = "hold.captured"
+HOLD_RELEASED = "hold.released"
+HOLD_EXPIRED = "hold.expired"
+HOLD_RESOLUTIONS = {"captured": HOLD_CAPTURED, "released": HOLD_RELEASED, "expired": HOLD_EXPIRED}
+HOLD_EVENTS: tuple[str, ...] = (HOLD_PLACED, HOLD_CAPTURED, HOLD_RELEASED, HOLD_EXPIRED)
+EVENT_TYPES: tuple[str, ...] = (ENTRY_POSTED, *HOLD_EVENTS)
+"""Every event type the feed and the webhooks know."""
 
 FUNCTIONS_SQL = """
 CREATE OR REPLACE FUNCTION core_ledger_available(balance bigint, expired bigint, held bigint DEFAULT 0)
@@ -71,10 +76,12 @@ def events_insert_sql(
     where: str = "true",
     object_id: str = "n.id",
     created_at: str = "n.created_at",
+    join: str = "",
 ) -> str:
     """One ``INSERT … SELECT`` writing an event per row ``n`` of the transition table.
 
-    ``data`` is the SQL of the event's ``data`` (jsonb) for row ``n``. Events get their ids in
+    ``data`` is the SQL of the event's ``data`` (jsonb) for row ``n`` (and whatever ``join``
+    joins to it, e.g. the user's balance row ``b``). Events get their ids in
     the transition table's order, which is the order the statement inserted its rows in (their
     ids' order, for an entry table).
     """
@@ -83,7 +90,7 @@ def events_insert_sql(
     return (
         f"INSERT INTO {EVENT_TABLE} (xid, ledger, type, object_id, created_at, data) "
         f"SELECT pg_current_xact_id(), '{ledger}', '{event_type}', {object_id}, {created_at}, "
-        f"{data} FROM {TRANSITION_TABLE} AS n WHERE {where}; "
+        f"{data} FROM {TRANSITION_TABLE} AS n {join}WHERE {where}; "
         "RETURN NULL;"
     )
 
@@ -110,10 +117,14 @@ class LedgerEvents(pgtrigger.Trigger):
         data: str,
         where: str = "true",
         operation: Any = pgtrigger.Insert,
+        created_at: str = "n.created_at",
+        join: str = "",
     ) -> None:
         self.event_type = event_type
         self.data_template = data
         self.where_template = where
+        self.created_at = created_at
+        self.join_template = join
         super().__init__(
             name=name,
             level=pgtrigger.Statement,
@@ -141,6 +152,8 @@ class LedgerEvents(pgtrigger.Trigger):
             event_type=self.event_type,
             data=self.data_template.format(**names),
             where=self.where_template.format(**names),
+            created_at=self.created_at,
+            join=self.join_template.format(**names) + " " if self.join_template else "",
         )
 
     def compile(self, model: Any) -> compiler.Trigger:
@@ -186,7 +199,7 @@ def _quote(name: str) -> str:
 
 
 def entry_events_trigger() -> LedgerEvents:
-    """``entry.posted`` for every entry row: ``data`` is ``{"balance": {"balance",
+    """``entry.posted`` for every entry row: ``data`` is ``{"balance": {"balance", "held",
     "available"}}`` right after the entry.
 
     The entry itself is not copied: entries are append-only (a trigger refuses UPDATE and
@@ -201,18 +214,64 @@ def entry_events_trigger() -> LedgerEvents:
     write that term is 0 in practice; it is not 0 only for an entry written without that sweep
     (raw SQL), or for an earlier entry of a user whose later entry in the same statement
     changed the lots (the state at the end of the statement is used). The lookup is one probe
-    of the lots' open ``(user, expires_at)`` index. Holds add a ``held`` term: the third
-    argument of ``core_ledger_available`` and a ``'held'`` key in the object.
+    of the lots' open ``(user, expires_at)`` index. ``held`` is the balance row's at the end of
+    the statement (credits in pending holds), taken off ``available`` too.
     """
-    expired = (
-        "(SELECT sum(l.remaining)::bigint FROM {lot_table} AS l WHERE l.user_id = n.user_id "
-        "AND l.remaining > 0 AND l.expires_at <= n.created_at)"
-    )
     return LedgerEvents(
         name="entry_events",
         event_type=ENTRY_POSTED,
-        data=(
-            "jsonb_build_object('balance', jsonb_build_object('balance', n.balance_after, "
-            f"'available', core_ledger_available(n.balance_after, {expired})))"
-        ),
+        data=f"jsonb_build_object('balance', {_balance_object('n.balance_after', 'n.created_at')})",
+        join=BALANCE_JOIN,
     )
+
+
+BALANCE_JOIN = "LEFT JOIN {balance_table} AS b ON b.user_id = n.user_id"
+"""The user's balance row ``b`` as the statement leaves it (one primary-key probe per row)."""
+
+
+def _balance_object(balance: str, moment: str) -> str:
+    """SQL of ``{"balance", "held", "available"}`` for row ``n``'s user right after the change,
+    with the balance row ``b`` joined (:data:`BALANCE_JOIN`): ``balance`` as given, ``held``
+    the row's credits in pending holds, ``available`` = balance - held - credits of lots
+    expired by ``moment`` and not written down yet (one probe of the lots' open index)."""
+    expired = (
+        "(SELECT sum(l.remaining)::bigint FROM {lot_table} AS l WHERE l.user_id = n.user_id "
+        f"AND l.remaining > 0 AND l.expires_at <= {moment})"
+    )
+    return (
+        f"jsonb_build_object('balance', {balance}, 'held', coalesce(b.held, 0), "
+        f"'available', core_ledger_available({balance}, {expired}, b.held))"
+    )
+
+
+def hold_events_triggers() -> list[LedgerEvents]:
+    """``hold.placed`` when a hold is written, and ``hold.captured`` / ``hold.released`` /
+    ``hold.expired`` when it leaves pending (once: a trigger refuses any change to a resolved
+    hold, so a resolved row among an UPDATE's new rows is always that one change). A
+    resolution's event is dated by its ``resolved_at``.
+
+    A hold changes after it is written, so ``data`` snapshots the row (``to_jsonb``) as it was
+    then, plus the user's ``balance`` object right after the change (from the balance row).
+    """
+    moment = "coalesce(n.resolved_at, n.created_at)"
+    data = (
+        "to_jsonb(n) || jsonb_build_object('balance', "
+        f"{_balance_object('coalesce(b.balance, 0)', moment)})"
+    )
+    return [
+        LedgerEvents(
+            name="hold_placed_events", event_type=HOLD_PLACED, data=data, join=BALANCE_JOIN
+        ),
+        *(
+            LedgerEvents(
+                name=f"hold_{status}_events",
+                event_type=event_type,
+                data=data,
+                where=f"n.status = '{status}'",
+                operation=pgtrigger.Update,
+                created_at=moment,
+                join=BALANCE_JOIN,
+            )
+            for status, event_type in HOLD_RESOLUTIONS.items()
+        ),
+    ]

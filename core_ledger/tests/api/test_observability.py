@@ -256,6 +256,36 @@ def test_unexpired_lots_are_a_gauge_read_at_scrape_time(ledger: AnyLedger, staff
     assert gauge() == before + 1
 
 
+def test_open_holds_and_undelivered_events_are_gauges(ledger: AnyLedger, staff: Any) -> None:
+    from core_ledger.models import WebhookEndpoint
+    from core_ledger.services import entry_post
+    from core_ledger.services.holds import hold_place
+
+    endpoint = WebhookEndpoint.objects.create(
+        url="http://127.0.0.1:9/hook", secret="s", ledgers=[ledger.label]
+    )
+    label = str(endpoint.pk)
+    before = _metrics()
+    entry_post(ledger=ledger, user_id=staff.pk, operation=SharedOperation.CREDIT_ADD, amount=50)
+    hold_place(
+        ledger=ledger,
+        user_id=staff.pk,
+        operation=SharedOperation.CREDIT_SPEND,
+        amount=20,
+        actor=staff,
+    )
+    after = _metrics()
+    for name, delta in (("ledger_open_holds", 1), ("ledger_held_credits", 20)):
+        assert (
+            _value(after, name, ledger=ledger.label) - _value(before, name, ledger=ledger.label)
+            == delta
+        )
+    # The credit and the hold each wrote an event the endpoint has not acknowledged.
+    waiting = "ledger_webhook_undelivered_events"
+    assert _value(after, waiting, endpoint=label) >= _value(before, waiting, endpoint=label) + 2
+    assert _value(after, "ledger_webhook_endpoint_failing", endpoint=label) == 0
+
+
 # --- /readyz ---------------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ def test_a_post_writes_one_event_with_the_entry_and_the_balance(
     assert event.object_id == entry.pk
     # The entry is read from its (append-only) row; the event keeps the balance after it.
     assert event.data == {
-        "balance": {"balance": entry.balance_after, "available": entry.balance_after}
+        "balance": {"balance": entry.balance_after, "held": 0, "available": entry.balance_after}
     }
     assert render_event(event)["data"]["amount"] == 7
     # The same transaction: the event's xid is the writer's.
@@ -70,6 +70,7 @@ def test_the_event_shows_the_entry_as_the_api_does(
         data = dict(shown["data"])
         assert data.pop("balance") == {
             "balance": posted.balance_after,
+            "held": 0,
             "available": posted.balance_after,
         }
         assert data == api
@@ -147,13 +148,21 @@ def test_expiry_entries_write_events_and_available_counts_expired_lots(
         )
         raw_id = cursor.fetchone()[0]
     [raw_event] = events_of(ledger, raw_id)
-    assert raw_event.data["balance"] == {"balance": new_balance, "available": new_balance - 30}
+    assert raw_event.data["balance"] == {
+        "balance": new_balance,
+        "held": 0,
+        "available": new_balance - 30,
+    }
     summary = lots_expire(ledger=ledger)
     assert summary.lots == 1
     expiry = ledger.entry_model.objects.get(user_id=user.pk, operation=Op.EXPIRY)
     [event] = events_of(ledger, expiry.pk)
     assert render_event(event)["data"]["amount"] == -30
-    assert event.data["balance"] == {"balance": new_balance - 30, "available": new_balance - 30}
+    assert event.data["balance"] == {
+        "balance": new_balance - 30,
+        "held": 0,
+        "available": new_balance - 30,
+    }
     assert render_event(event)["data"]["drawn_from"] == [{"entry": lot.pk, "amount": 30}]
 
 

@@ -75,6 +75,7 @@ def test_pages_follow_the_cursor_and_the_last_page_resumes() -> None:
     assert [(e["ledger"], e["data"]["id"]) for e in body["results"]] == [("alpha", entry.pk)]
     assert body["results"][0]["data"]["balance"] == {
         "balance": entry.balance_after,
+        "held": 0,
         "available": entry.balance_after,
     }
     assert client.get(f"/api/events/?cursor={body['next_cursor']}").json()["results"] == []
