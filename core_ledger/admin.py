@@ -23,9 +23,9 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import PAGE_VAR, ChangeList
-from django.core.paginator import Paginator
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -127,7 +127,7 @@ class LargeTablePaginator(Paginator):
 
     @property
     def count_text(self) -> str:
-        """"1,234", "about 10,000,000" or "more than 10,000", for the page."""
+        """ "1,234", "about 10,000,000" or "more than 10,000", for the page."""
         value = f"{self.bounded_count.value:,}"
         if self.bounded_count.kind == "estimate":
             return f"about {value}"
@@ -149,7 +149,7 @@ class BigChangeList(ChangeList):
         return lookup_params
 
     def pk_direction(self, queryset: QuerySet[Any]) -> str | None:
-        """"desc" or "asc" when the list is ordered by primary key first, else None."""
+        """ "desc" or "asc" when the list is ordered by primary key first, else None."""
         order = list(queryset.query.order_by)
         if not order or not isinstance(order[0], str):
             return None
@@ -619,6 +619,7 @@ class LotAdmin(BigTableAdminMixin, LedgerModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
         return user_search(queryset, term=search_term), False
+
     fields = ("entry_link", "user", "amount", "remaining", "expires_at", "state")
     readonly_fields = fields
 

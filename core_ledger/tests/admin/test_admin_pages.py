@@ -150,7 +150,6 @@ def test_entries_changelist_columns_filter_and_search(
     ]
     assert changelist.date_hierarchy is None  # a date drill-down reads the whole table
 
-
     filtered = staff_client.get(
         url(ledger.entry_model, "changelist") + f"?user__id__exact={other_user.pk}"
     )
