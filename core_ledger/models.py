@@ -144,6 +144,13 @@ class AbstractLedgerEntry(models.Model):
             ),
             models.Index(fields=["operation", "id"], name="%(app_label)s_%(class)s_op"),
             BrinIndex(fields=["created_at"], name="%(app_label)s_%(class)s_at"),
+            # The few entries that touch lots (expiring credits, and the debits, reversals and
+            # expiries that moved them): ledger_verify's lot checks read these, not the table.
+            models.Index(
+                fields=["user", "id"],
+                condition=Q(lot_moves__isnull=False) | Q(expires_at__isnull=False),
+                name="%(app_label)s_%(class)s_lots",
+            ),
             GinIndex(
                 fields=["description"],
                 opclasses=["gin_trgm_ops"],
