@@ -209,6 +209,17 @@ class BigTableAdminMixin(_ModelAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return BigChangeList
 
+    def action_checkbox(self, obj: Any) -> SafeString:
+        # Django renders a form widget template per row: a third of a 100-row page's time. The
+        # same HTML, formatted directly.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" '
+            'aria-label="Select this object for an action - {}">',
+            ACTION_CHECKBOX_NAME,
+            obj.pk,
+            str(obj),
+        )
+
 
 class LedgerModelAdmin(_ModelAdmin):
     """Read-only for everyone; visible with the model's view permission (Django's own rule).

@@ -611,18 +611,27 @@ ProgressCallback = Callable[[VerifyProgress], None]
 DISCREPANCY_LIMIT = 10_000
 
 
-def _lot_sources(ledger: AnyLedger, users_param: str) -> tuple[str, str, str]:
-    """The entry, balance and lot relations of ``_lot_checks`` restricted to some users (an
-    ``ANY(array)`` parameter), each read through an index of its user."""
+def _restricted_lot_checks(ledger: AnyLedger, users_param: str) -> list[tuple[str, str]]:
+    """``_lot_checks`` on some users only (an ``ANY(array)`` parameter): the entry, balance and
+    lot tables become CTEs of those users' rows, each read through an index of its user."""
     entry_table, balance_table = tables(ledger)
     lot_table = quote_name(ledger.lot_model._meta.db_table)
     where = f"user_id = ANY({users_param})"
-    return (
-        f"(SELECT * FROM {entry_table} WHERE {where} "
-        "AND (lot_moves IS NOT NULL OR expires_at IS NOT NULL))",
-        f"(SELECT * FROM {balance_table} WHERE {where})",
-        f"(SELECT * FROM {lot_table} WHERE {where})",
+    ctes = (
+        f"e_src AS (SELECT * FROM {entry_table} WHERE {where} "
+        "AND (lot_moves IS NOT NULL OR expires_at IS NOT NULL)), "
+        f"b_src AS (SELECT * FROM {balance_table} WHERE {where}), "
+        f"l_src AS (SELECT * FROM {lot_table} WHERE {where})"
     )
+    restricted = []
+    for kind, sql in _lot_checks("e_src", "b_src", "l_src"):
+        body = sql.strip()
+        if body.upper().startswith("WITH "):
+            body = f"WITH {ctes}, {body[5:]}"
+        else:
+            body = f"WITH {ctes} {body}"
+        restricted.append((kind, body))
+    return restricted
 
 
 def _seam_checks(entry_table: str, balance_table: str) -> list[tuple[str, str]]:
@@ -716,8 +725,10 @@ def ledger_verify_since(
         checks = [
             (kind, sql, {"since": since}) for kind, sql in _seam_checks(entry_table, balance_table)
         ]
-        sources = _lot_sources(ledger, "%(users)s")
-        checks += [(kind, sql, {"users": list(users)}) for kind, sql in _lot_checks(*sources)]
+        checks += [
+            (kind, sql, {"users": list(users)})
+            for kind, sql in _restricted_lot_checks(ledger, "%(users)s")
+        ]
         for kind, sql, params in checks:
             cursor.execute(sql, params)
             for user_id, entry_id, detail in cursor.fetchall():
