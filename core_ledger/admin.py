@@ -105,7 +105,8 @@ class LargeTablePaginator(Paginator):
 
     @cached_property
     def bounded_count(self) -> BoundedCount:
-        return count_bounded(self.object_list, cap=self.count_cap)
+        # At least a page: a count under the page size would show the unsliced queryset.
+        return count_bounded(self.object_list, cap=max(self.count_cap, self.per_page))
 
     @cached_property
     def count(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]  # Django's is a cached_property too
@@ -132,7 +133,7 @@ class LargeTablePaginator(Paginator):
         if self.bounded_count.kind == "estimate":
             return f"about {value}"
         if self.bounded_count.kind == "more_than":
-            return f"more than {self.count_cap:,}"
+            return f"more than {self.bounded_count.value - 1:,}"
         return value
 
 
