@@ -25,7 +25,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -59,8 +59,10 @@ from core_ledger.services.policy import can_reverse, is_privileged
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Any]
+    _Paginator = Paginator[Any]
 else:  # generic in the stubs only: not subscriptable at run time
     _ModelAdmin = admin.ModelAdmin
+    _Paginator = Paginator
 
 
 def admin_url(model: type[Any], view: str, *args: Any) -> str | None:
@@ -89,7 +91,7 @@ def user_search_fields() -> tuple[str, ...]:
 # --- big tables: counts, pages and cursors that stay flat at any size ----------------------------
 
 
-class LargeTablePaginator(Paginator):
+class LargeTablePaginator(_Paginator):
     """A paginator for tables of millions of rows.
 
     - It never runs ``COUNT(*)`` over the table: it counts at most ``count_cap`` + 1 rows, and
@@ -103,10 +105,16 @@ class LargeTablePaginator(Paginator):
     count_cap = 10_000
     max_pages = 1_000
 
+    @property
+    def queryset(self) -> QuerySet[Any]:
+        rows = self.object_list
+        assert isinstance(rows, QuerySet), "LargeTablePaginator pages querysets"
+        return rows
+
     @cached_property
     def bounded_count(self) -> BoundedCount:
         # At least a page: a count under the page size would show the unsliced queryset.
-        return count_bounded(self.object_list, cap=max(self.count_cap, self.per_page))
+        return count_bounded(self.queryset, cap=max(self.count_cap, self.per_page))
 
     @cached_property
     def count(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]  # Django's is a cached_property too
@@ -122,9 +130,7 @@ class LargeTablePaginator(Paginator):
     def page(self, number: Any) -> Any:
         number = self.validate_number(number)
         start = (number - 1) * self.per_page
-        return self._get_page(
-            page_rows(self.object_list, start=start, stop=start + self.per_page), number, self
-        )
+        return Page(page_rows(self.queryset, start=start, stop=start + self.per_page), number, self)
 
     @property
     def count_text(self) -> str:

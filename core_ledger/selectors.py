@@ -722,7 +722,7 @@ def ledger_verify_since(
         result.entries, result.last_entry_id = int(count), last_id
         if not count:
             return result
-        checks = [
+        checks: list[tuple[str, str, dict[str, Any]]] = [
             (kind, sql, {"since": since}) for kind, sql in _seam_checks(entry_table, balance_table)
         ]
         checks += [

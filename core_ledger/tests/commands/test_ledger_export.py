@@ -87,3 +87,17 @@ def test_chunk_boundaries_lose_and_repeat_nothing(
         ids = [json.loads(line)["id"] for line in lines]
     assert ids == list(ledger.entry_model.objects.order_by("id").values_list("id", flat=True))
     assert len(ids) == 5 + ledger.entry_model.objects.exclude(user=user).count()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_throughput_goes_to_stderr_and_the_stream_stays_clean(
+    run: Run, ledger: AnyLedger, user: Any, fmt: str
+) -> None:
+    set_balance(ledger=ledger, user=user, to=500)
+    count = ledger.entry_model.objects.count()
+    out, err = run("ledger_export", "--ledger", ledger.label, "--format", fmt)
+    assert "rows/s" not in out and "exported" not in out
+    lines = [line for line in out.splitlines() if line]
+    assert len(lines) == count + (1 if fmt == "csv" else 0)  # the header
+    assert err.startswith(f"{ledger.label}: exported {count:,} entries in ")
+    assert err.rstrip().endswith("rows/s)")
