@@ -262,7 +262,9 @@ class Admin:
         middle = int(mid_row[0]) if mid_row and mid_row[0] is not None else 1
         entries = reverse("admin:app_alpha_alphaentry_changelist")
         balances = reverse("admin:app_alpha_alphabalance_changelist")
-        week_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).strftime("%Y-%m-%d+00:00:00%%2B00:00")
+        week_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).strftime(
+            "%Y-%m-%d+00:00:00%%2B00:00"
+        )
         return {
             "entries: changelist": entries,
             "entries: page 500": f"{entries}?p={deep}",
