@@ -355,9 +355,9 @@ class EntryAdmin(BigTableAdminMixin, LedgerModelAdmin):
     list_filter = ("operation", ("created_at", admin.DateFieldListFilter))
     search_fields = ("=idempotency_key",)  # shows the box; entry_search decides what matches
     search_help_text = (
-        "#id, or digits (entry id, user id or key); a username (exact); an idempotency key "
-        f"(exact); or words of the description (at least {DESCRIPTION_SEARCH_MIN} characters, "
-        "trigram index)."
+        "#id, or digits (entry id, user id or key); a username, or its start; an idempotency "
+        f"key (exact); or words of the description (at least {DESCRIPTION_SEARCH_MIN} "
+        "characters, trigram index)."
     )
     sortable_by = ("id",)  # any other order would sort the whole table
     list_select_related = ("user",)
@@ -572,7 +572,7 @@ class BalanceAdmin(BigTableAdminMixin, LedgerModelAdmin):
     ordering = ("pk",)
     sortable_by = ("user",)
     search_fields = ("=user__id",)  # shows the box; user_search decides what matches
-    search_help_text = "A username (exact) or a user id."
+    search_help_text = "A username, or its start (case-sensitive), or a user id."
     list_per_page = 100
     totals_cache_seconds = 60
     change_list_template = "admin/core_ledger/balance_change_list.html"
@@ -630,7 +630,7 @@ class LotAdmin(BigTableAdminMixin, LedgerModelAdmin):
     ordering = ("expires_at", "entry_id")
     sortable_by = ("expires_at",)
     search_fields = ("=user__id",)
-    search_help_text = "A username (exact) or a user id."
+    search_help_text = "A username, or its start (case-sensitive), or a user id."
     list_per_page = 100
 
     def get_search_results(

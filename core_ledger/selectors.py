@@ -460,8 +460,10 @@ def entry_search(queryset: QuerySet[EntryT], *, term: str) -> QuerySet[EntryT]:
 
     - ``#123``: entry 123. Digits alone: entry 123, user 123's entries, or idempotency key "123".
     - a username (the user model's ``USERNAME_FIELD``, exact): that user's entries;
-    - anything else: the exact idempotency key, or description containing the text
-      (case-insensitive, through the trigram index; at least 3 characters).
+    - anything else: the entries of users whose username starts with it (case-sensitive, the
+      username index's prefix range, at most ``USER_PREFIX_LIMIT`` users), the exact
+      idempotency key, or description containing the text (case-insensitive, through the
+      trigram index; at least 3 characters).
     """
     term = term.strip()
     if not term:
@@ -478,6 +480,9 @@ def entry_search(queryset: QuerySet[EntryT], *, term: str) -> QuerySet[EntryT]:
     if user is not None:
         return queryset.filter(user_id=user.pk)
     matches = Q(idempotency_key=term)
+    starting = users_starting_with(term)
+    if starting:
+        matches |= Q(user_id__in=starting)
     if len(term) >= DESCRIPTION_SEARCH_MIN:
         table = quote_name(queryset.model._meta.db_table)
         matches |= Q(
@@ -490,14 +495,31 @@ def entry_search(queryset: QuerySet[EntryT], *, term: str) -> QuerySet[EntryT]:
     return queryset.filter(matches)
 
 
+# How many users a username prefix may stand for in a search (the rest are not shown).
+USER_PREFIX_LIMIT = 100
+
+
+def users_starting_with(term: str) -> list[int]:
+    """Ids of the users whose username (``USERNAME_FIELD``) starts with ``term``
+    (case-sensitive: the prefix range of the field's index), at most ``USER_PREFIX_LIMIT``."""
+    User = get_user_model()
+    return list(
+        User._default_manager.filter(**{f"{username_field()}__startswith": term})
+        .order_by(username_field())
+        .values_list("pk", flat=True)[:USER_PREFIX_LIMIT]
+    )
+
+
 def user_search(queryset: QuerySet[Any], *, term: str) -> QuerySet[Any]:
-    """Rows of one user, named by username (``USERNAME_FIELD``, exact) or id: a balance or lot
-    list's search box."""
+    """Rows of the users a balance or lot list's search box names: a username
+    (``USERNAME_FIELD``, exact), a user id, else the users whose username starts with it."""
     term = term.strip()
     if not term:
         return queryset
     user = user_find(text=term) if len(term) <= 150 else None
-    return queryset.filter(user_id=user.pk) if user is not None else queryset.none()
+    if user is not None:
+        return queryset.filter(user_id=user.pk)
+    return queryset.filter(user_id__in=users_starting_with(term))
 
 
 def user_get(*, username: str | None = None, user_id: int | None = None) -> Any:

@@ -168,6 +168,7 @@ def test_searches_each_find_their_entries(
     assert found("order-99") == set()  # keys match exactly, never by part
     user_entries = set(ledger.entry_model.objects.filter(user=user).values_list("pk", flat=True))
     assert found(user.get_username()) == user_entries
+    assert found(user.get_username()[:-1]) >= user_entries  # the start of a username
     assert found(str(user.pk)) >= user_entries  # digits: the user id (or an entry id)
     assert found("%") == set() and found("_") == set()  # LIKE wildcards are text
     assert found("#99999999999999999999") == set()  # past bigint: nothing, not a 500
@@ -269,6 +270,8 @@ def test_balances_list_is_bounded_and_searches_one_user(
     assert [b.user_id for b in found.context["cl"].result_list] == [target.pk]
     by_id = superuser_client.get(url(ledger.balance_model), {"q": str(target.pk)})
     assert [b.user_id for b in by_id.context["cl"].result_list] == [target.pk]
+    prefix = superuser_client.get(url(ledger.balance_model), {"q": target.get_username()[:-1]})
+    assert target.pk in {b.user_id for b in prefix.context["cl"].result_list}
     nobody = superuser_client.get(url(ledger.balance_model), {"q": "no-such-user"})
     assert list(nobody.context["cl"].result_list) == []
 
