@@ -17,7 +17,9 @@ class CoreLedgerConfig(AppConfig):
     def ready(self) -> None:
         from core_ledger import checks, signals  # noqa: F401  # pyright: ignore[reportUnusedImport]  (registers checks)
 
-        pre_migrate.connect(signals.create_trigram_extension, dispatch_uid="core_ledger.pg_trgm")
+        pre_migrate.connect(
+            signals.create_trigram_extension, sender=self, dispatch_uid="core_ledger.pg_trgm"
+        )
         post_save.connect(
             signals.grant_signup_credits,
             sender=settings.AUTH_USER_MODEL,
