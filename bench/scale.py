@@ -157,7 +157,7 @@ def create_users(url: str, users: int) -> None:
         "CASE WHEN u %% 10007 = 0 THEN 'signup bonus' ELSE 'bench seed' END, '{}'::jsonb, ts, "
         "(ts AT TIME ZONE 'UTC')::date, CASE WHEN u %% 10 = 0 THEN 'seed-' || u END "
         "FROM (SELECT u, now() - interval '366 days' + make_interval(secs => 86000.0 * u / %(n)s)"
-        " AS ts FROM generate_series(1, %(n)s) AS u) s ORDER BY u",
+        " AS ts FROM generate_series(1, %(n)s) AS u) s",
         {"seed": SEED, "n": users},
         f"{users:,} seed entries",
     )
@@ -170,20 +170,24 @@ def create_users(url: str, users: int) -> None:
 
 def grow_history(url: str, users: int, count: int) -> None:
     """``count`` more entries, round-robin over users 1..users: the k-th new entry of a user is
-    +2 (k odd) or -1 (k even), so its balance_after is the user's balance + k//2 + 2*(k%2)."""
+    +2 (k odd) or -1 (k even), so its balance_after is the user's balance + k//2 + 2*(k%2).
+
+    The balance before is known in closed form (the seed, plus 3 for the users the first
+    stage's new entries moved), so the insert needs no join and no sort: ids follow g.
+    """
     load(
         url,
         f"INSERT INTO {ENTRY} (user_id, operation, amount, balance_after, request_fingerprint, "
         "description, metadata, created_at, day, idempotency_key) "
-        "SELECT s.u, CASE WHEN s.k %% 2 = 1 THEN 'CREDIT_ADD' ELSE 'CREDIT_SPEND' END, "
-        "CASE WHEN s.k %% 2 = 1 THEN 2 ELSE -1 END, b.balance + s.k / 2 + 2 * (s.k %% 2), '', "
-        "CASE WHEN s.g %% 10007 = 0 THEN 'weekly bonus' ELSE 'bench history' END, '{}'::jsonb, "
-        "s.ts, (s.ts AT TIME ZONE 'UTC')::date, CASE WHEN s.g %% 10 = 0 THEN 'h-' || s.g END "
+        "SELECT u, CASE WHEN k %% 2 = 1 THEN 'CREDIT_ADD' ELSE 'CREDIT_SPEND' END, "
+        "CASE WHEN k %% 2 = 1 THEN 2 ELSE -1 END, "
+        "%(seed)s + CASE WHEN u <= %(moved)s THEN 3 ELSE 0 END + k / 2 + 2 * (k %% 2), '', "
+        "CASE WHEN g %% 10007 = 0 THEN 'weekly bonus' ELSE 'bench history' END, '{}'::jsonb, "
+        "ts, (ts AT TIME ZONE 'UTC')::date, CASE WHEN g %% 10 = 0 THEN 'h-' || g END "
         "FROM (SELECT g, (g - 1) %% %(users)s + 1 AS u, (g - 1) / %(users)s + 1 AS k, "
         "now() - interval '365 days' + make_interval(secs => 31449600.0 * g / %(n)s) AS ts "
-        "FROM generate_series(1::bigint, %(n)s) AS g) s "
-        f"JOIN {BALANCE} b ON b.user_id = s.u ORDER BY s.g",
-        {"users": users, "n": count},
+        "FROM generate_series(1::bigint, %(n)s) AS g) s",
+        {"users": users, "n": count, "seed": SEED, "moved": min(NEW_ENTRIES, users)},
         f"{count:,} history entries",
     )
     t0 = time.perf_counter()
@@ -298,15 +302,20 @@ class Admin:
             assert response.status_code == 200, path
         return statistics.median(times), pct(times, 95), rows
 
-    def slowest_query(self, path: str) -> tuple[str, float, int]:
-        """The page's slowest SQL statement, its time (ms) and the page's query count."""
+    def ledger_queries(self, path: str) -> tuple[list[tuple[str, float]], int]:
+        """The page's statements on the ledger's tables with their times (ms), and how many
+        statements the page sent in all."""
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
 
         with CaptureQueriesContext(connection) as queries:
             self.client.get(path)
-        slowest = max(queries.captured_queries, key=lambda q: float(q["time"]))
-        return slowest["sql"], float(slowest["time"]) * 1000, len(queries.captured_queries)
+        mine = [
+            (q["sql"], float(q["time"]) * 1000)
+            for q in queries.captured_queries
+            if '"app_alpha_' in q["sql"]
+        ]
+        return mine, len(queries.captured_queries)
 
 
 def explain(sql: str) -> str:
@@ -374,17 +383,21 @@ def measure_stage(url: str, users: int, repeat: int, with_export: bool) -> dict[
     admin = Admin()
     for name, path in admin.pages(url, users).items():
         p50, p95, rows = admin.measure(path, repeat)
-        sql, ms, queries = admin.slowest_query(path)
+        statements, queries = admin.ledger_queries(path)
         figures["pages"][name] = {
             "path": path,
             "p50_ms": round(p50, 1),
             "p95_ms": round(p95, 1),
             "rows": rows,
             "queries": queries,
-            "slowest_query_ms": round(ms, 1),
+            "ledger_sql_ms": round(sum(ms for _, ms in statements), 1),
         }
-        figures["explain"][name] = {"sql": sql, "plan": explain(sql)}
-        log(f"  {name:40} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  ({rows} rows, {queries} queries)")
+        figures["explain"][name] = [{"sql": sql, "plan": explain(sql)} for sql, _ in statements]
+        sql_ms = figures["pages"][name]["ledger_sql_ms"]
+        log(
+            f"  {name:40} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  "
+            f"({rows} rows, {queries} queries, ledger SQL {sql_ms} ms)"
+        )
     from core_ledger.ledger import registry
     from core_ledger.selectors import ledger_totals
 
