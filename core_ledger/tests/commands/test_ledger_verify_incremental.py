@@ -212,15 +212,69 @@ def test_full_run_streams_in_batches_and_reports_progress(ledger: AnyLedger, db:
     assert "user ids" in err and "entries/s" in err
 
 
+def _plant(kind: str, ledger: AnyLedger, user: Any, other_user: Any) -> None:
+    """One corruption of ``kind``, written with raw SQL."""
+    table = connection.ops.quote_name(ledger.entry_model._meta.db_table)
+    balance = int(ledger.balance_model.objects.get(user=user).balance)
+    if kind == "broken_chain":
+        raw_entry(ledger, user, 4, balance + 10)
+        set_balance_row(ledger, user, balance + 10)
+    elif kind == "bad_reversal":
+        theirs = entry_post(
+            ledger=ledger, user_id=other_user.pk, operation=Op.CREDIT_ADD, amount=5
+        ).entry
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (user_id, operation, amount, balance_after, "
+                "request_fingerprint, description, metadata, created_at, day, reverses_id) "
+                "VALUES (%s, 'REVERSAL', -5, %s, '', '', '{}', clock_timestamp(), "
+                "(clock_timestamp() AT TIME ZONE 'UTC')::date, %s)",
+                [user.pk, balance - 5, theirs.pk],
+            )
+        set_balance_row(ledger, user, balance - 5)
+    elif kind == "day_mismatch":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (user_id, operation, amount, balance_after, "
+                "request_fingerprint, description, metadata, created_at, day) "
+                "VALUES (%s, 'CREDIT_ADD', 1, %s, '', '', '{}', clock_timestamp(), "
+                "'2001-01-01')",
+                [user.pk, balance + 1],
+            )
+        set_balance_row(ledger, user, balance + 1)
+    elif kind == "negative_lot":
+        import datetime as dt
+
+        from django.utils import timezone
+
+        credit = entry_post(
+            ledger=ledger,
+            user_id=user.pk,
+            operation=Op.CREDIT_ADD,
+            amount=9,
+            expires_at=timezone.now() + dt.timedelta(days=2),
+        ).entry
+        ledger.lot_model.objects.filter(pk=credit.pk).update(remaining=8)
+
+
 @pytest.mark.corrupts_ledger
-def test_full_run_finds_what_ledger_check_finds(ledger: AnyLedger, user: Any) -> None:
-    """The streaming full run and ledger_check (the after-test check) agree on a corruption."""
+@pytest.mark.parametrize("kind", ["broken_chain", "bad_reversal", "day_mismatch", "negative_lot"])
+def test_full_and_incremental_runs_find_what_ledger_check_finds(
+    ledger: AnyLedger, user: Any, other_user: Any, kind: str
+) -> None:
+    """The streaming full run, the incremental run past the corruption and ledger_check (the
+    after-test check) report the same discrepancies."""
     from core_ledger.selectors import ledger_check
 
     set_balance(ledger=ledger, user=user, to=20)
-    bad = raw_entry(ledger, user, 4, 30)
-    set_balance_row(ledger, user, 30)
-    found = ledger_verify_full(ledger=ledger, users_per_batch=1)
+    mark = last_id(ledger)
+    _plant(kind, ledger, user, other_user)
     expected = {(d.kind, d.user_id, d.entry_id) for d in ledger_check(ledger=ledger)}
-    assert {(d.kind, d.user_id, d.entry_id) for d in found.discrepancies} == expected
-    assert ("broken_chain", user.pk, bad) in expected
+    assert expected, "the corruption is planted"
+    full = ledger_verify_full(ledger=ledger, users_per_batch=1, ids_per_batch=2)
+    assert {(d.kind, d.user_id, d.entry_id) for d in full.discrepancies} == expected
+    since = {d.kind for d in ledger_verify_since(ledger=ledger, since=mark).discrepancies}
+    # The incremental run compares the balance with the last balance_after (the chain proves
+    # the sum): an entry that breaks the chain is reported once, as the broken chain.
+    assert since and since <= {k for k, _, _ in expected}
+    assert kind in since or kind == "negative_lot"
