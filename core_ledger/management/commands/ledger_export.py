@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.db.models import TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -94,6 +96,9 @@ Examples:
                     f"--since {options['since']!r} is not an ISO date or datetime "
                     "(e.g. 2026-11-01 or 2026-11-01T08:00:00Z)."
                 ) from None
+        # metadata as the database's text: most entries carry {} and need no JSON round trip in
+        # Python (a third of the time per row); the others are parsed and written as before.
+        qs = qs.annotate(metadata_text=Cast("metadata", output_field=TextField()))
         rows = qs.values_list(
             "id",
             "created_at",
@@ -105,7 +110,7 @@ Examples:
             "reverses_id",
             "idempotency_key",
             "description",
-            "metadata",
+            "metadata_text",
             "created_by_id",
         ).iterator(chunk_size=CHUNK_SIZE)
         # Rows are formatted into a buffer and written a chunk at a time: one write per chunk
@@ -117,6 +122,8 @@ Examples:
             for n, row in enumerate(rows, start=1):
                 record = dict(zip(COLUMNS, row, strict=True))
                 record["created_at"] = record["created_at"].isoformat()
+                text = record["metadata"]
+                record["metadata"] = {} if text == "{}" else json.loads(text)
                 buffer.write(encode(record))
                 buffer.write("\n")
                 if n % CHUNK_SIZE == 0:
@@ -127,7 +134,12 @@ Examples:
             for n, row in enumerate(rows, start=1):
                 values = list(row)
                 values[1] = values[1].isoformat()
-                values[10] = json.dumps(values[10], ensure_ascii=False, sort_keys=True)
+                text = values[10]
+                values[10] = (
+                    text
+                    if text == "{}"
+                    else json.dumps(json.loads(text), ensure_ascii=False, sort_keys=True)
+                )
                 writer.writerow(values)
                 if n % CHUNK_SIZE == 0:
                     buffer = self._flush(buffer)
