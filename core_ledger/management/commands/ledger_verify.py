@@ -41,7 +41,8 @@ streamed in batches (constant memory) with progress and throughput on stderr.
 
 The checkpoint trails the newest entry by --settle seconds (default 60): an entry id is taken
 before its transaction commits, so entries of the last minute are checked again by the next run
-rather than skipped if one committed late.
+rather than skipped if one committed late. A --since run past the stored checkpoint does not move
+it (the entries in between were not checked).
 
 Examples:
   python manage.py ledger_verify                    # incremental (full the first time)
@@ -99,9 +100,13 @@ Examples:
     def verify(self, ledger: AnyLedger, options: dict[str, Any]) -> int:
         started = time.perf_counter()
         since: int | None = options["since"]
+        checkpoint = verify_checkpoint_get(ledger=ledger)
+        stored = checkpoint.entry_id if checkpoint is not None else None
         if since is None and not options["full"]:
-            checkpoint = verify_checkpoint_get(ledger=ledger)
-            since = checkpoint.entry_id if checkpoint is not None else None
+            since = stored
+        # A run may move the checkpoint only if it covers everything after it: a full run, or
+        # one from the stored mark or before (--since past the mark would skip entries).
+        contiguous = since is None or (stored is not None and since <= stored)
         if since is None:
             result = ledger_verify_full(
                 ledger=ledger, users_per_batch=options["batch_users"], on_progress=self.progress
@@ -112,7 +117,7 @@ Examples:
         self.report(result, seconds)
         if result.total:
             return result.total
-        if not options["no_checkpoint"] and result.last_entry_id is not None:
+        if not options["no_checkpoint"] and contiguous and result.last_entry_id is not None:
             mark = settled_entry_id(
                 ledger=ledger, settle_seconds=options["settle"], at_most=result.last_entry_id
             )

@@ -278,3 +278,16 @@ def test_full_and_incremental_runs_find_what_ledger_check_finds(
     # the sum): an entry that breaks the chain is reported once, as the broken chain.
     assert since and since <= {k for k, _, _ in expected}
     assert kind in since or kind == "negative_lot"
+
+
+def test_since_past_the_checkpoint_does_not_move_it(ledger: AnyLedger, user: Any) -> None:
+    """Entries between the stored mark and --since were not checked: the mark stays."""
+    set_balance(ledger=ledger, user=user, to=10)
+    verify(ledger)
+    mark = VerifyCheckpoint.objects.get(ledger=ledger.label).entry_id
+    set_balance(ledger=ledger, user=user, to=30)
+    set_balance(ledger=ledger, user=user, to=5)
+    verify(ledger, "--since", str(last_id(ledger) - 1))
+    assert VerifyCheckpoint.objects.get(ledger=ledger.label).entry_id == mark
+    verify(ledger, "--since", str(mark))  # from the mark: contiguous, so it moves
+    assert VerifyCheckpoint.objects.get(ledger=ledger.label).entry_id == last_id(ledger)
