@@ -129,7 +129,7 @@ class AbstractLedgerEntry(models.Model):
             models.Index(
                 fields=["user", "id"],
                 include=["amount", "balance_after"],
-                name="%(app_label)s_%(class)s_user_id",
+                name="%(app_label)s_%(class)s_chain",
             ),
             models.Index(fields=["user", "created_at"], name="%(app_label)s_%(class)s_user_at"),
             # The admin on a big ledger (see core_ledger.admin.BigTableAdminMixin): exact
