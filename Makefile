@@ -118,7 +118,7 @@ bench-smoke: migrate $(PEER_STAMP)
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python -m bench --smoke
 
 bench-scale: migrate
-	@$(WITH_DB) $(DEV_ENV) $(BIN)/python -m bench.scale $(BENCH_SCALE_ARGS)
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/python -m bench.history $(BENCH_SCALE_ARGS)
 
 clean: db-stop
 	rm -rf $(VENV) .pgdata staticfiles .pytest_cache .mypy_cache .ruff_cache bench/.peer

@@ -1,4 +1,4 @@
-"""``python -m bench.scale``: the admin, verification and export of a ledger that grew for years.
+"""``python -m bench.history``: the admin, verification and export of a ledger that grew for years.
 
 Builds the alpha ledger in its own database (``bench_scale``, same server as ``DATABASE_URL``)
 set-based, in two stages, and measures the same things at each:
@@ -71,7 +71,7 @@ def ensure_database(url: str) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
         cwd=BASE_DIR,
-        env=bench_env(url, DJANGO_SETTINGS_MODULE="bench.scale_settings"),
+        env=bench_env(url, DJANGO_SETTINGS_MODULE="bench.history_settings"),
         check=True,
     )
 
@@ -337,7 +337,7 @@ def run_command(*args: str) -> tuple[float, str]:
 
 def export(url: str) -> tuple[float, float, int]:
     """ledger_export of the whole alpha ledger to /dev/null: (seconds, rows/s, peak RSS MB)."""
-    env = bench_env(url, DJANGO_SETTINGS_MODULE="bench.scale_settings")
+    env = bench_env(url, DJANGO_SETTINGS_MODULE="bench.history_settings")
     t0 = time.perf_counter()
     with open(os.devnull, "w") as sink:
         proc = subprocess.Popen(
@@ -465,7 +465,7 @@ def table(stages: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__)
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--entries", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=30, help="Requests per admin page.")
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     url = with_database(source_url(), SCALE_DB)
     log(f"Database: {SCALE_DB} (bench-only; TRUNCATE allowed there)")
     ensure_database(url)
-    os.environ.update(bench_env(url, DJANGO_SETTINGS_MODULE="bench.scale_settings"))
+    os.environ.update(bench_env(url, DJANGO_SETTINGS_MODULE="bench.history_settings"))
     import django
 
     django.setup()

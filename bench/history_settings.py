@@ -1,4 +1,4 @@
-"""Settings of ``python -m bench.scale``: the bench settings (DEBUG off), admin pages rendered
+"""Settings of ``python -m bench.history``: the bench settings (DEBUG off), admin pages rendered
 in-process by Django's test client, so static files need no ``collectstatic`` manifest."""
 
 from bench.settings import *  # noqa: F403
