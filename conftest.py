@@ -10,6 +10,9 @@ import pytest
 os.environ.setdefault("DEBUG", "1")
 # Tests raise the token endpoint's rate as make test does; throttle tests set their own.
 os.environ.setdefault("API_THROTTLE_LOGIN", "100000/min")
+# Webhook receivers in tests listen on 127.0.0.1: allow them in the processes tests start
+# (pytest_configure sets the setting of this process).
+os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE", "1")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -17,6 +20,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     # Hashing test passwords with PBKDF2 would dominate the suite's run time.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Webhook tests deliver to receivers on 127.0.0.1, and the test runner turns DEBUG off.
+    settings.SHARED_LEDGER_WEBHOOK_ALLOW_PRIVATE = True
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,10 @@
 
 from django.contrib import admin
 
-from app_alpha.models import AlphaBalance, AlphaEntry, AlphaLot
-from core_ledger.admin import BalanceAdmin, EntryAdmin, LotAdmin
+from app_alpha.models import AlphaBalance, AlphaEntry, AlphaHold, AlphaLot
+from core_ledger.admin import BalanceAdmin, EntryAdmin, HoldAdmin, LotAdmin
 
 admin.site.register(AlphaEntry, EntryAdmin)
 admin.site.register(AlphaBalance, BalanceAdmin)
 admin.site.register(AlphaLot, LotAdmin)
+admin.site.register(AlphaHold, HoldAdmin)

@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from app_alpha.models import AlphaBalance, AlphaEntry, AlphaLot
+from app_alpha.models import AlphaBalance, AlphaEntry, AlphaHold, AlphaLot
 from app_alpha.operations import AlphaOperation
 from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
 
@@ -13,6 +13,7 @@ ledger: Ledger[AlphaEntry, AlphaBalance, AlphaOperation] = Ledger(
     balance_model=AlphaBalance,
     operations=AlphaOperation,
     lot_model=AlphaLot,
+    hold_model=AlphaHold,
     rules={
         AlphaOperation.GAME_WIN: OperationRule(Direction.CREDIT, PostedBy.STAFF),
         AlphaOperation.GAME_ENTRY_FEE: OperationRule(Direction.DEBIT, PostedBy.USER),

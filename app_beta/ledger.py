@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from app_beta.models import BetaBalance, BetaEntry, BetaLot
+from app_beta.models import BetaBalance, BetaEntry, BetaHold, BetaLot
 from app_beta.operations import BetaOperation
 from core_ledger.ledger import Direction, Ledger, OperationRule, PostedBy
 
@@ -13,6 +13,7 @@ ledger: Ledger[BetaEntry, BetaBalance, BetaOperation] = Ledger(
     balance_model=BetaBalance,
     operations=BetaOperation,
     lot_model=BetaLot,
+    hold_model=BetaHold,
     rules={
         BetaOperation.REFERRAL_BONUS: OperationRule(Direction.CREDIT, PostedBy.STAFF),
         BetaOperation.PURCHASE: OperationRule(Direction.DEBIT, PostedBy.USER),

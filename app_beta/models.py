@@ -3,8 +3,11 @@
 from app_beta.operations import BetaOperation
 from core_ledger.models import (
     AbstractBalance,
+    AbstractHold,
     AbstractLedgerEntry,
     AbstractLot,
+    entry_hold_field,
+    hold_entry_field,
     lot_entry_field,
     operation_check,
     operation_field,
@@ -13,6 +16,7 @@ from core_ledger.models import (
 
 class BetaEntry(AbstractLedgerEntry):
     operation = operation_field(BetaOperation)
+    hold = entry_hold_field("BetaHold")
 
     class Meta(AbstractLedgerEntry.Meta):
         db_table = "app_beta_entry"
@@ -36,3 +40,16 @@ class BetaLot(AbstractLot):
     class Meta(AbstractLot.Meta):
         db_table = "app_beta_lot"
         verbose_name = "beta lot"
+
+
+class BetaHold(AbstractHold):
+    entry = hold_entry_field(BetaEntry)
+    operation = operation_field(BetaOperation)
+
+    class Meta(AbstractHold.Meta):
+        db_table = "app_beta_hold"
+        verbose_name = "beta hold"
+        constraints = [
+            *AbstractHold.Meta.constraints,
+            operation_check(BetaOperation),
+        ]

@@ -17,7 +17,16 @@ from pathlib import Path
 from bench.common import bench_env, bench_url, ensure_database, ledger_problems, server_version
 from bench.report import Context, Row, dump, table
 
-SCENARIOS = ("post_single", "post_concurrent", "balance_reads", "bulk_grant", "rest", "lots")
+SCENARIOS = (
+    "post_single",
+    "post_concurrent",
+    "balance_reads",
+    "bulk_grant",
+    "rest",
+    "lots",
+    "holds",
+    "events",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

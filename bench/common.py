@@ -32,7 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-BENCH_DB = "bench_shared_ledger"
+# BENCH_DATABASE picks another name (several checkouts benching on one server).
+BENCH_DB = os.environ.get("BENCH_DATABASE", "bench_shared_ledger")
 ALLOW_TRUNCATE_SETTING = "shared_ledger.allow_truncate"
 ENTRY_TABLE = "app_alpha_entry"
 BALANCE_TABLE = "app_alpha_balance"
@@ -121,11 +122,12 @@ def server_version(url: str) -> str:
 
 
 def reset(url: str) -> None:
-    """Empty every table the bench writes (users, tokens, both ledgers)."""
+    """Empty every table the bench writes (users, tokens, both ledgers, events)."""
     with connect(url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE app_alpha_entry, app_alpha_balance, app_beta_entry, app_beta_balance, "
-            "core_ledger_api_token, auth_user RESTART IDENTITY CASCADE"
+            # The entries' events go with them (ledger_check counts one per entry).
+            "core_ledger_event, core_ledger_api_token, auth_user RESTART IDENTITY CASCADE"
         )
 
 

@@ -88,7 +88,8 @@ def bulk(url: str) -> psycopg.Connection[Any]:
 def reset(url: str) -> None:
     with bulk(url) as conn:
         conn.execute(
-            "TRUNCATE app_alpha_lot, app_alpha_entry, app_alpha_balance, app_beta_lot, "
+            "TRUNCATE core_ledger_event, app_alpha_lot, app_alpha_entry, app_alpha_balance, "
+            "app_beta_lot, "
             "app_beta_entry, app_beta_balance, core_ledger_verify_checkpoint, "
             "core_ledger_api_token, django_session, django_admin_log, auth_user "
             "RESTART IDENTITY CASCADE"
@@ -114,9 +115,20 @@ def load(url: str, sql: str, params: dict[str, Any], what: str) -> None:
         indexes = secondary_indexes(conn)
         for name, _ in indexes:
             conn.execute(f'DROP INDEX "{name}"')
+        row = conn.execute(f"SELECT coalesce(max(id), 0) FROM {ENTRY}").fetchone()
+        before = int(row[0]) if row else 0
         conn.execute("SET session_replication_role = replica")  # no FK trigger per row
         conn.execute(sql, params)
         conn.execute("SET session_replication_role = DEFAULT")
+        # The replica role skipped the entry table's event trigger too: one entry.posted event
+        # per new entry, set-based (ledger_verify checks that each entry has one).
+        conn.execute(
+            "INSERT INTO core_ledger_event (xid, ledger, type, object_id, created_at, data) "
+            "SELECT pg_current_xact_id(), 'alpha', 'entry.posted', id, created_at, "
+            "jsonb_build_object('balance', jsonb_build_object('balance', balance_after, "
+            f"'available', balance_after)) FROM {ENTRY} WHERE id > %s ORDER BY id",
+            [before],
+        )
         t1 = time.perf_counter()
         log(f"  {what}: inserted in {t1 - t0:.0f} s; rebuilding {len(indexes)} indexes")
         for _, create in indexes:

@@ -35,11 +35,15 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from core_ledger import token_admin  # noqa: F401  # pyright: ignore[reportUnusedImport]  # registers the API token admin
+from core_ledger import (
+    token_admin,  # noqa: F401  # pyright: ignore[reportUnusedImport]  # registers the API token admin
+    webhook_admin,  # noqa: F401  # pyright: ignore[reportUnusedImport]  # registers the events and webhooks admin
+)
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import AnyLedger, PostedBy, registry
-from core_ledger.models import DESCRIPTION_MAX_LENGTH, IDEMPOTENCY_KEY_MAX_LENGTH
+from core_ledger.models import DESCRIPTION_MAX_LENGTH, IDEMPOTENCY_KEY_MAX_LENGTH, AbstractHold
 from core_ledger.operations import SharedOperation
+from core_ledger.routing import lag_tolerant
 from core_ledger.selectors import (
     DESCRIPTION_SEARCH_MIN,
     BoundedCount,
@@ -48,13 +52,15 @@ from core_ledger.selectors import (
     balance_snapshot,
     count_bounded,
     entry_search,
+    hold_status_filter,
     ledger_totals_cached,
     page_rows,
     user_find,
     user_search,
     username_field,
 )
-from core_ledger.services import entry_post, entry_reverse
+from core_ledger.services import entry_post, entry_reverse, hold_release
+from core_ledger.services.holds import effective_status
 from core_ledger.services.policy import can_reverse, is_privileged
 
 if TYPE_CHECKING:
@@ -255,7 +261,20 @@ class LedgerModelAdmin(_ModelAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         context = {"ledger": self.get_ledger(), **(extra_context or {})}
-        return super().changelist_view(request, extra_context=context)
+        if request.method != "GET":  # actions write: the primary
+            return super().changelist_view(request, extra_context=context)
+
+        def read() -> HttpResponse:
+            response = super(LedgerModelAdmin, self).changelist_view(request, context)
+            # Rendered here: queries that run only while the template renders (list_display
+            # columns, filters) then run in the lag-tolerant scope too, not after it.
+            render = getattr(response, "render", None)
+            if render is not None:
+                render()
+            return response
+
+        # A list of many users' rows: a replica's small lag is fine (core_ledger.routing).
+        return lag_tolerant(read)
 
 
 # --- entries ------------------------------------------------------------------------------------
@@ -380,6 +399,7 @@ class EntryAdmin(BigTableAdminMixin, LedgerModelAdmin):
         "created_by",
         "expires_at",
         "drawn_from",
+        "hold",
     )
     readonly_fields = fields
 
@@ -567,7 +587,15 @@ class BalanceAdmin(BigTableAdminMixin, LedgerModelAdmin):
     ledger_balance --top N`` lists the largest balances.
     """
 
-    list_display = ("user", "balance", "available", "next_expiry", "updated_at", "entries_link")
+    list_display = (
+        "user",
+        "balance",
+        "held",
+        "available",
+        "next_expiry",
+        "updated_at",
+        "entries_link",
+    )
     list_select_related = ("user",)
     ordering = ("pk",)
     sortable_by = ("user",)
@@ -579,6 +607,7 @@ class BalanceAdmin(BigTableAdminMixin, LedgerModelAdmin):
     fields = (
         "user",
         "balance",
+        "held",
         "available",
         "lot_credits",
         "next_expiry",
@@ -589,9 +618,13 @@ class BalanceAdmin(BigTableAdminMixin, LedgerModelAdmin):
 
     @admin.display(description="available")
     def available(self, obj: Any) -> int:
-        """The balance, less credits expired but not yet written down (a read only then)."""
-        if obj.next_expiry is None or obj.next_expiry > timezone.now():
-            return int(obj.balance)
+        """The balance less held, less credits expired but not yet written down (a read only
+        when a lot or a hold has expired since the last write)."""
+        now = timezone.now()
+        if (obj.next_expiry is None or obj.next_expiry > now) and (
+            obj.next_hold_expiry is None or obj.next_hold_expiry > now
+        ):
+            return int(obj.balance) - int(obj.held)
         return available_get(ledger=self.get_ledger(), user_id=obj.user_id)
 
     @admin.display(description="entries")
@@ -741,6 +774,7 @@ class LedgerUserAdminMixin(_UserAdminBase):
                 (
                     ledger.name,
                     snapshot.balance,
+                    snapshot.held,
                     snapshot.available,
                     expiring or "—",
                     format_html('<a href="{}">balance</a>', balance_url) if balance_url else "",
@@ -754,13 +788,116 @@ class LedgerUserAdminMixin(_UserAdminBase):
             return format_html("{}", "No ledger you may see.")
         body = format_html_join(
             "",
-            "<tr><td>{}</td><td class='ledger-balance'>{}</td><td class='ledger-available'>{}</td>"
+            "<tr><td>{}</td><td class='ledger-balance'>{}</td><td class='ledger-held'>{}</td>"
+            "<td class='ledger-available'>{}</td>"
             "<td class='ledger-expiring'>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             rows,
         )
         return format_html(
             "<table class='ledger-balances'><thead><tr><th>ledger</th><th>balance</th>"
-            "<th>available</th><th>next expirations</th><th colspan='3'></th></tr></thead>"
+            "<th>held</th><th>available</th><th>next expirations</th><th colspan='3'></th></tr></thead>"
             "<tbody>{}</tbody></table>",
             body,
         )
+
+
+# --- holds --------------------------------------------------------------------------------------
+
+
+class HoldStatusFilter(admin.SimpleListFilter):
+    """The status as callers see it: a pending hold past its expiry is listed as expired."""
+
+    title = "status"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, str(label)) for value, label in AbstractHold.Status.choices]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return hold_status_filter(queryset, value) if value else queryset
+
+
+class HoldAdmin(LedgerModelAdmin):
+    """Holds of one ledger: who, what, how much, until when; release through the service."""
+
+    list_display = (
+        "id",
+        "user",
+        "operation",
+        "amount",
+        "shown_status",
+        "captured_amount",
+        "expires_at",
+        "created_at",
+        "entry_link",
+    )
+    list_display_links = ("id",)
+    list_filter = (HoldStatusFilter, "operation", ("expires_at", admin.DateFieldListFilter))
+    search_fields = ("=idempotency_key", "description")  # and the user's: see get_search_fields
+    list_select_related = ("user",)
+    list_per_page = 100
+    show_full_result_count = False
+    date_hierarchy = "created_at"
+    actions = ["release_selected"]
+    fields = (
+        "id",
+        "user",
+        "operation",
+        "amount",
+        "shown_status",
+        "captured_amount",
+        "entry_link",
+        "expires_at",
+        "created_by",
+        "created_at",
+        "resolved_at",
+        "description",
+        "metadata",
+        "idempotency_key",
+        "reserved_from",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="status", ordering="status")
+    def shown_status(self, obj: Any) -> str:
+        return effective_status(obj, timezone.now())
+
+    @admin.display(description="capture entry", ordering="entry_id")
+    def entry_link(self, obj: Any) -> str:
+        if obj.entry_id is None:
+            return "—"
+        url = admin_url(self.get_ledger().entry_model, "change", obj.entry_id)
+        return format_html('<a href="{}">#{}</a>', url, obj.entry_id) if url else f"#{obj.entry_id}"
+
+    @admin.display(description="reserved from")
+    def reserved_from(self, obj: Any) -> str:
+        if not obj.lot_moves:
+            return "credits that never expire"
+        return ", ".join(
+            f"{-delta} {'never-expiring credits' if lot is None else f'lot #{lot}'}"
+            for lot, delta in obj.lot_moves
+        )
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        # The service decides per hold (the caller who placed it, or post_any_entry).
+        return self.has_view_permission(request)
+
+    @admin.action(description="Release selected holds", permissions=["release"])
+    def release_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        """Release each hold through the service, as the signed-in user; report per hold."""
+        ledger = self.get_ledger()
+        done: list[str] = []
+        for hold_id in queryset.order_by("id").values_list("id", flat=True):
+            try:
+                hold_release(ledger=ledger, hold_id=hold_id, actor=request.user)
+            except LedgerError as exc:
+                self.message_user(
+                    request, f"Not released #{hold_id}: {exc.message} ({exc.code})", messages.ERROR
+                )
+            else:
+                done.append(f"#{hold_id}")
+        if done:
+            self.message_user(
+                request, f"Released {len(done)} holds: {', '.join(done)}.", messages.SUCCESS
+            )

@@ -4,6 +4,8 @@ Each has its own id, a message and a hint (README "System checks"):
 
 - E001/E002: the entry or balance model does not subclass the core's abstract model;
 - E003: the entry model's ``operation`` choices are not the declared operations class;
+- E004: the hold model does not subclass ``AbstractHold``, or it and the entry model do not
+  point at each other (``hold_entry_field(Entry)`` / ``entry_hold_field("Hold")``);
 - E010: the operations class lacks a shared member, reorders them, or changes a value or label;
 - E011: the declaration's ``operations`` is not a ``LedgerOperation`` subclass;
 - E020: a rule for an operation the class lacks, or a rule that redeclares a shared operation;
@@ -14,7 +16,8 @@ Each has its own id, a message and a hint (README "System checks"):
   not a positive duration, or that is given to an operation that is not a credit;
 - E040: two ledgers with one label;
 - E050/E051/E052: a concrete model whose ``Meta`` dropped a constraint, index or trigger of the
-  core's (the guards behind idempotency, once-a-day, non-negative and append-only).
+  core's (the guards behind idempotency, once-a-day, non-negative, append-only, held within the
+  balance and a resolved hold's finality).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from django.db import models
 
 from core_ledger.conf import app_settings
 from core_ledger.ledger import SHARED_RULES, AnyLedger, Direction, registry
-from core_ledger.models import AbstractBalance, AbstractLedgerEntry
+from core_ledger.models import AbstractBalance, AbstractHold, AbstractLedgerEntry
 from core_ledger.operations import LedgerOperation, shared_members_problem
 
 
@@ -51,7 +54,7 @@ def _names(items: Iterable[Any], model: type[models.Model]) -> set[str]:
 
 
 def _core_meta(
-    abstract: type[AbstractLedgerEntry] | type[AbstractBalance],
+    abstract: type[AbstractLedgerEntry] | type[AbstractBalance] | type[AbstractHold],
 ) -> tuple[Sequence[Any], Sequence[Any], Sequence[Any]]:
     meta: Any = abstract.Meta  # the abstract class's own Meta keeps the declared lists
     return (
@@ -63,14 +66,16 @@ def _core_meta(
 
 def _dropped_guards(ledger: AnyLedger) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
-    for model, abstract in (
+    pairs: list[tuple[Any, Any]] = [
         (ledger.entry_model, AbstractLedgerEntry),
         (ledger.balance_model, AbstractBalance),
-    ):
-        if not issubclass(model, abstract):
+        (ledger.hold_model, AbstractHold),
+    ]
+    for model, abstract in pairs:
+        if not isinstance(model, type) or not issubclass(model, abstract):
             continue
         constraints, indexes, triggers = _core_meta(abstract)
-        meta: Any = model._meta
+        meta: Any = getattr(model, "_meta")  # noqa: B009  # narrowed to a plain type here
         for kind, core, own, id in (
             ("constraints", constraints, meta.constraints, "E050"),
             ("indexes", indexes, meta.indexes, "E051"),
@@ -252,8 +257,36 @@ def check_ledger(ledger: AnyLedger) -> list[checks.CheckMessage]:
                     "E003",
                 )
             )
+    errors.extend(_hold_model_errors(ledger))
     errors.extend(_dropped_guards(ledger))
     return errors
+
+
+def _hold_model_errors(ledger: AnyLedger) -> list[checks.CheckMessage]:
+    hold = ledger.hold_model
+    hint = (
+        "Declare class YourHold(AbstractHold) with entry = hold_entry_field(YourEntry), and "
+        'hold = entry_hold_field("YourHold") on the entry model.'
+    )
+    if not isinstance(hold, type) or not issubclass(hold, AbstractHold):
+        return [_error(ledger, "hold_model must subclass AbstractHold.", hint, "E004")]
+    entry = ledger.entry_model
+    if not isinstance(entry, type) or not issubclass(entry, AbstractLedgerEntry):
+        return []  # E001 says it
+    fields = {f.name: f for f in hold._meta.get_fields()}
+    entry_fields = {f.name: f for f in entry._meta.get_fields()}
+    to_entry = getattr(fields.get("entry"), "related_model", None)
+    to_hold = getattr(entry_fields.get("hold"), "related_model", None)
+    if to_entry is not entry or to_hold is not hold:
+        return [
+            _error(
+                ledger,
+                "the hold model's entry and the entry model's hold must point at each other.",
+                hint,
+                "E004",
+            )
+        ]
+    return []
 
 
 def check_fixed_amount_settings() -> list[checks.CheckMessage]:

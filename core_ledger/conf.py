@@ -83,6 +83,71 @@ class AppSettings:
         value = self._setting("REQUEST_LOCK_TIMEOUT_MS", 5_000)
         return None if value is None else int(value)
 
+    @property
+    def HOLD_EXPIRES_IN(self) -> int:
+        """Seconds a hold lasts when the request gives no ``expires_in``. Default 900 (15 min).
+
+        Holds last 1 second to 7 days; a value outside that (or not a whole number) falls back
+        to the default.
+        """
+        value = self._setting("HOLD_EXPIRES_IN", 900)
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 7 * 86400:
+            return value
+        return 900
+
+    @property
+    def READ_REPLICAS(self) -> tuple[str, ...]:
+        """Database aliases of read replicas for lag-tolerant reads (:mod:`core_ledger.routing`).
+
+        Default ``()``: every read goes to the primary. The project sets it from
+        ``DATABASE_REPLICA_URLS``.
+        """
+        value = self._setting("READ_REPLICAS", ())
+        return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else ()
+
+    @property
+    def REPLICA_MAX_LAG_SECONDS(self) -> float:
+        """A replica further behind than this is skipped (reads go to the primary). Default 5."""
+        return float(self._setting("REPLICA_MAX_LAG_SECONDS", 5.0))
+
+    @property
+    def REPLICA_CHECK_SECONDS(self) -> float:
+        """How long a replica's state (up, lag) is trusted before it is asked again. Default 1."""
+        return float(self._setting("REPLICA_CHECK_SECONDS", 1.0))
+
+    @property
+    def METRICS_TOKEN(self) -> str:
+        """Bearer secret that opens ``/metrics`` (``Authorization: Bearer <token>``). Default
+        ``""``: no token opens it (only ``METRICS_ADDRESSES`` can)."""
+        return str(self._setting("METRICS_TOKEN", "") or "")
+
+    @property
+    def METRICS_ADDRESSES(self) -> tuple[str, ...]:
+        """Client addresses or networks (``10.0.0.0/8``) that may read ``/metrics`` without the
+        token; the socket's address, never a forwarded one. Default ``()``."""
+        value = self._setting("METRICS_ADDRESSES", ())
+        return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else ()
+
+    @property
+    def WEBHOOK_ALLOW_PRIVATE(self) -> bool:
+        """Let webhook endpoints point at private, loopback or link-local addresses. Default
+        ``False``; with ``DEBUG`` on they are always allowed (a developer's own receiver)."""
+        from django.conf import settings
+
+        return bool(self._setting("WEBHOOK_ALLOW_PRIVATE", False)) or bool(settings.DEBUG)
+
+    @property
+    def WEBHOOK_TIMEOUT(self) -> float:
+        """Seconds a webhook delivery may take (connect, then each read). Default 5."""
+        return float(self._setting("WEBHOOK_TIMEOUT", 5.0))
+
+    @property
+    def WEBHOOK_BACKOFF(self) -> tuple[float, ...]:
+        """Seconds to wait after the 1st, 2nd, … failed delivery of an event; when they run
+        out, the endpoint is marked failing. Default 10 s, 1 min, 10 min, 1 h, 6 h, 24 h."""
+        value = self._setting("WEBHOOK_BACKOFF", (10, 60, 600, 3600, 6 * 3600, 24 * 3600))
+        return tuple(float(x) for x in value)
+
     def raw(self, name: str) -> Any:
         """The setting as configured (for the system checks), or None when it is not set."""
         return self._setting(name, None)

@@ -100,3 +100,20 @@ class LedgerBusy(LedgerError):
     code = "ledger_busy"
     status = 503
     default_message = "The account is busy; nothing was written. Retry shortly."
+
+
+class HoldNotFound(LedgerError):
+    code = "not_found"
+    status = 404
+    default_message = "No such hold."
+
+
+class HoldNotPending(LedgerError):
+    """The hold was captured, released or has expired: it leaves pending once, ever.
+
+    ``details.status`` says which (``captured``, ``released`` or ``expired``).
+    """
+
+    code = "hold_not_pending"
+    status = 409
+    default_message = "This hold is no longer pending."

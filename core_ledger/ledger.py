@@ -35,7 +35,7 @@ from core_ledger.exceptions import UnknownLedger, ValidationFailed
 from core_ledger.operations import LedgerOperation, SharedOperation
 
 if TYPE_CHECKING:
-    from core_ledger.models import AbstractBalance, AbstractLedgerEntry, AbstractLot
+    from core_ledger.models import AbstractBalance, AbstractHold, AbstractLedgerEntry, AbstractLot
 
 EntryT = TypeVar("EntryT", bound="AbstractLedgerEntry")
 BalanceT = TypeVar("BalanceT", bound="AbstractBalance")
@@ -115,6 +115,7 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
     balance_model: type[BalanceT]
     operations: type[OpT]
     lot_model: type[AbstractLot]
+    hold_model: type[AbstractHold]
     rules: Mapping[OpT, OperationRule] = field(default_factory=dict)
     fixed_amounts: Mapping[OpT, int] = field(default_factory=dict)
     expires_after: Mapping[OpT, timedelta] = field(default_factory=dict)
@@ -225,7 +226,12 @@ class Ledger(Generic[EntryT, BalanceT, OpT]):
             self.view_all_permission,
             *(
                 f"{self.app_label}.view_{model._meta.model_name}"
-                for model in (self.entry_model, self.balance_model, self.lot_model)
+                for model in (
+                    self.entry_model,
+                    self.balance_model,
+                    self.lot_model,
+                    self.hold_model,
+                )
             ),
         )
 
@@ -260,7 +266,12 @@ class LedgerRegistry:
 
     def for_model(self, model: type[Any]) -> AnyLedger:
         for ledger in self._ledgers.values():
-            if model in (ledger.entry_model, ledger.balance_model, ledger.lot_model):
+            if model in (
+                ledger.entry_model,
+                ledger.balance_model,
+                ledger.lot_model,
+                ledger.hold_model,
+            ):
                 return ledger
         raise UnknownLedger(f"No ledger uses {model.__name__}.")
 

@@ -10,16 +10,19 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connections
 from django.db.models import BooleanField, Count, Model, Q, QuerySet, Sum
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Now
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from core_ledger.ledger import AnyLedger, BalanceT, EntryT, Ledger, registry
+from core_ledger.models import AbstractHold
 from core_ledger.services.sql import quote_name, tables
 
 
@@ -62,8 +65,9 @@ class ExpiringLot:
 class BalanceSnapshot:
     """A user's balance now or at a past moment, and when it last moved (None: never).
 
-    ``available`` is what the user can spend now: ``balance`` minus credits whose lots have
-    expired but whose EXPIRY entry is not written yet. ``expiring``: the unexpired lots with
+    ``available`` is what the user can spend now: ``balance`` minus ``held`` (credits reserved by
+    pending, unexpired holds) minus credits whose lots have expired but whose EXPIRY entry is not
+    written yet (including credits an expired hold gives back to an expired lot). ``expiring``: the unexpired lots with
     credits left, soonest first (at most ``EXPIRING_SHOWN``). At a past moment both follow the
     entries: ``available`` is the balance then and ``expiring`` is empty.
     """
@@ -73,6 +77,7 @@ class BalanceSnapshot:
     updated_at: datetime | None
     available: int = 0
     expiring: tuple[ExpiringLot, ...] = ()
+    held: int = 0
 
 
 EXPIRING_SHOWN = 100
@@ -98,18 +103,49 @@ def balance_snapshot(
         return BalanceSnapshot(user_id, int(row[0]), row[1], available=int(row[0]))
     now_row = (
         ledger.balance_model.objects.filter(user_id=user_id)
-        .values_list("balance", "updated_at", "lot_credits")
+        .values_list("balance", "updated_at", "lot_credits", "held", "next_hold_expiry")
         .first()
     )
     if now_row is None:
         return BalanceSnapshot(user_id=user_id, balance=0, updated_at=None)
     balance, updated_at, lot_credits = int(now_row[0]), now_row[1], int(now_row[2])
-    if not lot_credits:
-        return BalanceSnapshot(user_id, balance, updated_at, available=balance)
+    held, next_hold_expiry = int(now_row[3]), now_row[4]
+    lapsed = 0  # credits expired holds give back to lots that have expired
+    if next_hold_expiry is not None and next_hold_expiry <= timezone.now():
+        # Holds past their expiry count as released before any sweep writes them down.
+        held, lapsed = _held_now(ledger=ledger, user_id=user_id)
+    if not lot_credits and not lapsed:
+        return BalanceSnapshot(user_id, balance, updated_at, available=balance - held, held=held)
     expired, expiring = _open_lots(ledger=ledger, user_id=user_id)
     return BalanceSnapshot(
-        user_id, balance, updated_at, available=balance - expired, expiring=expiring
+        user_id,
+        balance,
+        updated_at,
+        available=balance - held - expired - lapsed,
+        expiring=expiring,
+        held=held,
     )
+
+
+def _held_now(*, ledger: AnyLedger, user_id: int) -> tuple[int, int]:
+    """Credits in the user's pending, unexpired holds; and what their expired holds reserved
+    from lots that have expired too (those credits lapse when the hold is written down)."""
+    hold_table = quote_name(ledger.hold_model._meta.db_table)
+    lot_table = quote_name(ledger.lot_model._meta.db_table)
+    with connections[ledger.db_alias].cursor() as cursor:
+        cursor.execute(
+            "WITH t AS (SELECT clock_timestamp() AS ts) "
+            f"SELECT (SELECT coalesce(sum(amount), 0) FROM {hold_table}, t WHERE user_id = %s "
+            "AND status = 'pending' AND expires_at > t.ts), "
+            "(SELECT coalesce(sum(-(m->>1)::bigint), 0) "
+            f"FROM {hold_table} h CROSS JOIN t CROSS JOIN jsonb_array_elements(h.lot_moves) m "
+            f"JOIN {lot_table} l ON l.entry_id = (m->>0)::bigint "
+            "WHERE h.user_id = %s AND h.status = 'pending' AND h.expires_at <= t.ts "
+            "AND h.lot_moves IS NOT NULL AND l.expires_at <= t.ts)",
+            [user_id, user_id],
+        )
+        held, lapsed = cursor.fetchone()
+    return int(held), int(lapsed)
 
 
 def _open_lots(*, ledger: AnyLedger, user_id: int) -> tuple[int, tuple[ExpiringLot, ...]]:
@@ -158,6 +194,45 @@ def entry_list(*, ledger: Ledger[EntryT, Any, Any], user_id: int | None = None) 
     return qs
 
 
+HOLD_STATUSES = tuple(AbstractHold.Status.values)
+HoldT = TypeVar("HoldT", bound=AbstractHold)
+
+
+def hold_list(
+    *,
+    ledger: AnyLedger,
+    user_id: int | None = None,
+    status: str | None = None,
+    seen_by: int | None = None,
+) -> QuerySet[AbstractHold]:
+    """Holds newest first; only ``user_id``'s when given; only those whose status (as callers
+    see it: a pending hold past its expiry is ``expired``) is ``status`` when given; only those
+    on ``seen_by``'s account or placed by them when given (what a caller without
+    ``view_all_accounts`` may see)."""
+    qs: QuerySet[AbstractHold] = ledger.hold_model.objects.all().order_by("-id")
+    if user_id is not None:
+        qs = qs.filter(user_id=user_id)
+    if seen_by is not None:
+        qs = qs.filter(Q(user_id=seen_by) | Q(created_by_id=seen_by))
+    return qs if status is None else hold_status_filter(qs, status)
+
+
+def hold_status_filter(qs: QuerySet[HoldT], status: str) -> QuerySet[HoldT]:
+    """``qs`` narrowed to the holds whose status, as callers see it, is ``status``."""
+    if status == AbstractHold.Status.PENDING:
+        return qs.filter(status=status, expires_at__gt=Now())
+    if status == AbstractHold.Status.EXPIRED:
+        return qs.filter(
+            Q(status=status) | Q(status=AbstractHold.Status.PENDING, expires_at__lte=Now())
+        )
+    return qs.filter(status=status)
+
+
+def hold_get(*, ledger: AnyLedger, hold_id: int) -> AbstractHold | None:
+    """One hold of ``ledger`` by id, or None."""
+    return ledger.hold_model.objects.filter(pk=hold_id).first()
+
+
 @dataclass(frozen=True)
 class Discrepancy:
     """One broken invariant found by :func:`ledger_check`."""
@@ -175,7 +250,9 @@ class Discrepancy:
         return f"[{self.ledger}] {self.kind}: {where.strip()} — {self.detail}"
 
 
-def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tuple[str, str]]:
+def _lot_checks(
+    entry_table: str, balance_table: str, lot_table: str, hold_table: str
+) -> list[tuple[str, str]]:
     """The expiring-credit invariants (lots and the moves recorded on entries)."""
     moves = (
         f"SELECT e.id AS entry_id, e.user_id, e.operation, e.created_at, (m->>0)::bigint AS lot, "
@@ -210,10 +287,16 @@ def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tu
             f"""
             SELECT l.user_id, l.entry_id, 'remaining ' || l.remaining || ' != amount ' || l.amount
                    || ' + moves ' || coalesce(m.total, 0)
+                   || ' + reserved by pending holds ' || coalesce(r.total, 0)
             FROM {lot_table} l LEFT JOIN (SELECT lot, sum(delta) AS total FROM ({moves}) mv
                                           WHERE lot IS NOT NULL GROUP BY lot) m
               ON m.lot = l.entry_id
-            WHERE l.remaining <> l.amount + coalesce(m.total, 0)
+            LEFT JOIN (SELECT (m->>0)::bigint AS lot, sum((m->>1)::bigint) AS total
+                       FROM {hold_table} h, jsonb_array_elements(h.lot_moves) m
+                       WHERE h.status = 'pending' AND h.lot_moves IS NOT NULL
+                         AND m->>0 IS NOT NULL GROUP BY 1) r
+              ON r.lot = l.entry_id
+            WHERE l.remaining <> l.amount + coalesce(m.total, 0) + coalesce(r.total, 0)
             """,
         ),
         (
@@ -249,8 +332,9 @@ def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tu
             """,
         ),
         (
-            # An EXPIRY takes what was left: right after it, its lot holds nothing; and it comes
-            # no earlier than the lot's expiry. (A running sum per lot: linear, not a self-join.)
+            # An EXPIRY takes what was left: right after it, its lot holds nothing but what
+            # pending holds reserved from it; and it comes no earlier than the lot's expiry.
+            # (A running sum per lot: linear, not a self-join.)
             "bad_expiry",
             f"""
             WITH mv AS MATERIALIZED ({moves})
@@ -261,7 +345,72 @@ def _lot_checks(entry_table: str, balance_table: str, lot_table: str) -> list[tu
                          l.amount + sum(mv.delta) OVER (PARTITION BY mv.lot ORDER BY mv.entry_id)
                            AS left_after
                   FROM mv JOIN {lot_table} l ON l.entry_id = mv.lot) r
-            WHERE operation = 'EXPIRY' AND (left_after <> 0 OR created_at < expires_at)
+            WHERE operation = 'EXPIRY' AND (created_at < expires_at OR left_after <> (
+                -- what holds pending at that moment had reserved from the lot stays reserved
+                SELECT coalesce(sum(-(m->>1)::bigint), 0)
+                FROM {hold_table} h, jsonb_array_elements(h.lot_moves) m
+                WHERE h.user_id = r.user_id AND h.lot_moves IS NOT NULL
+                  AND (m->>0)::bigint = r.lot AND h.created_at < r.created_at
+                  AND (h.resolved_at IS NULL OR h.resolved_at > r.created_at)))
+            """,
+        ),
+    ]
+
+
+def _hold_checks(
+    entry_table: str, balance_table: str, lot_table: str, hold_table: str
+) -> list[tuple[str, str]]:
+    """The holds' invariants: held within 0..balance and equal to the pending holds, and each
+    resolved hold's entry (exactly one for a capture, of -captured_amount; none otherwise)."""
+    return [
+        (
+            "held_mismatch",
+            f"""
+            SELECT coalesce(b.user_id, s.user_id), NULL::bigint,
+                   'held ' || coalesce(b.held, 0) || ' != pending holds ' || coalesce(s.total, 0)
+                   || ' (balance ' || coalesce(b.balance, 0) || ', next hold expiry '
+                   || coalesce(b.next_hold_expiry::text, '-') || ' vs '
+                   || coalesce(s.soonest::text, '-') || ')'
+            FROM {balance_table} b
+            FULL OUTER JOIN (SELECT user_id, sum(amount) AS total, min(expires_at) AS soonest
+                             FROM {hold_table} WHERE status = 'pending' GROUP BY user_id) s
+              ON s.user_id = b.user_id
+            WHERE coalesce(b.held, 0) <> coalesce(s.total, 0) OR b.held < 0
+               OR b.held > b.balance
+               -- next_hold_expiry: null with no pending hold, else at most the soonest expiry
+               -- (a lower bound: a capture or release leaves it, the next slow path resets it)
+               OR (s.soonest IS NULL) <> (b.next_hold_expiry IS NULL)
+               OR b.next_hold_expiry > s.soonest
+            """,
+        ),
+        (
+            "bad_hold",
+            f"""
+            SELECT h.user_id, h.entry_id, 'hold ' || h.id || ' (' || h.status || ', '
+                   || h.amount || ', captured ' || coalesce(h.captured_amount::text, '-')
+                   || ') and its entry disagree'
+            FROM {hold_table} h LEFT JOIN {entry_table} e ON e.id = h.entry_id
+            WHERE (h.status = 'captured' AND (e.id IS NULL OR e.amount <> -h.captured_amount
+                   OR e.user_id <> h.user_id OR e.operation <> h.operation
+                   OR e.hold_id IS DISTINCT FROM h.id OR h.captured_amount < 1
+                   OR h.captured_amount > h.amount))
+               OR (h.status <> 'captured' AND (h.entry_id IS NOT NULL
+                   OR h.captured_amount IS NOT NULL))
+               OR h.amount <= 0
+            UNION ALL
+            SELECT e.user_id, e.id, 'entry names hold ' || e.hold_id || ', which is not its capture'
+            FROM {entry_table} e LEFT JOIN {hold_table} h ON h.id = e.hold_id
+            WHERE e.hold_id IS NOT NULL AND (h.id IS NULL OR h.entry_id IS DISTINCT FROM e.id)
+            """,
+        ),
+        (
+            "hold_moves_mismatch",
+            f"""
+            SELECT h.user_id, NULL::bigint, 'hold ' || h.id || ' reserved '
+                   || -sum((m->>1)::bigint) || ' from lots, not ' || h.amount
+            FROM {hold_table} h, jsonb_array_elements(h.lot_moves) m
+            WHERE h.lot_moves IS NOT NULL GROUP BY h.user_id, h.id, h.amount
+            HAVING sum((m->>1)::bigint) <> -h.amount
             """,
         ),
     ]
@@ -326,14 +475,23 @@ def ledger_check(*, ledger: AnyLedger, user_ids: list[int] | None = None) -> lis
     already makes each entry reversible once), each entry's ``day`` is its UTC date, and the
     expiring credits: each lot within 0..amount and equal to its amount plus the moves the
     entries recorded on it, the balance row's ``lot_credits`` and ``next_expiry`` matching the
-    lots, each entry's moves adding up to its amount, and each EXPIRY emptying its lot.
+    lots, each entry's moves adding up to its amount, and each EXPIRY emptying its lot; with
+    the lots' remaining counting what pending holds reserve from them. Holds: 0 <= held <=
+    balance, held equal to the user's pending holds and next_hold_expiry null without one, else
+    at most their soonest expiry;
+    a captured hold has exactly one entry, of -captured_amount (1..amount), that names it back;
+    released, expired and pending holds have none; a hold's lot reservation adds up to it; and each entry having exactly one
+    ``entry.posted`` event.
     """
     entry_table, balance_table = tables(ledger)
     lot_table = quote_name(ledger.lot_model._meta.db_table)
+    hold_table = quote_name(ledger.hold_model._meta.db_table)
     found: list[Discrepancy] = []
     checks = [
         *_checks(entry_table, balance_table),
-        *_lot_checks(entry_table, balance_table, lot_table),
+        *_lot_checks(entry_table, balance_table, lot_table, hold_table),
+        *_hold_checks(entry_table, balance_table, lot_table, hold_table),
+        *_event_checks(entry_table, ledger.label),
     ]
     with connections[ledger.db_alias].cursor() as cursor:
         for kind, sql in checks:
@@ -345,6 +503,34 @@ def ledger_check(*, ledger: AnyLedger, user_ids: list[int] | None = None) -> lis
             for user_id, entry_id, detail in cursor.fetchall():
                 found.append(Discrepancy(ledger.label, kind, user_id, entry_id, detail))
     return found
+
+
+def _event_checks(entry_table: str, label: str) -> list[tuple[str, str]]:
+    """Each entry has exactly one ``entry.posted`` event (written by the entry table's trigger in
+    the entry's transaction), and no event names an entry that does not exist."""
+    if "'" in label:
+        return []
+    return [
+        (
+            "entry_event_missing",
+            f"""
+            SELECT e.user_id, e.id, 'entry has ' || count(v.id) || ' entry.posted events, not 1'
+            FROM {entry_table} e
+            LEFT JOIN core_ledger_event v
+              ON v.ledger = '{label}' AND v.type = 'entry.posted' AND v.object_id = e.id
+            GROUP BY e.user_id, e.id HAVING count(v.id) <> 1
+            """,
+        ),
+        (
+            "event_without_entry",
+            f"""
+            SELECT NULL::bigint, v.object_id, 'event ' || v.id || ' names no entry'
+            FROM core_ledger_event v
+            WHERE v.ledger = '{label}' AND v.type = 'entry.posted'
+              AND NOT EXISTS (SELECT 1 FROM {entry_table} e WHERE e.id = v.object_id)
+            """,
+        ),
+    ]
 
 
 @dataclass(frozen=True)
@@ -634,19 +820,22 @@ DISCREPANCY_LIMIT = 10_000
 
 
 def _restricted_lot_checks(ledger: AnyLedger, users_param: str) -> list[tuple[str, str]]:
-    """``_lot_checks`` on some users only (an ``ANY(array)`` parameter): the entry, balance and
-    lot tables become CTEs of those users' rows, each read through an index of its user."""
+    """``_lot_checks`` and ``_hold_checks`` on some users only (an ``ANY(array)`` parameter):
+    the entry, balance, lot and hold tables become CTEs of those users' rows, each read through
+    an index of its user."""
     entry_table, balance_table = tables(ledger)
     lot_table = quote_name(ledger.lot_model._meta.db_table)
+    hold_table = quote_name(ledger.hold_model._meta.db_table)
     where = f"user_id = ANY({users_param})"
     ctes = (
-        f"e_src AS (SELECT * FROM {entry_table} WHERE {where} "
-        "AND (lot_moves IS NOT NULL OR expires_at IS NOT NULL)), "
+        f"e_src AS (SELECT * FROM {entry_table} WHERE {where}), "
         f"b_src AS (SELECT * FROM {balance_table} WHERE {where}), "
-        f"l_src AS (SELECT * FROM {lot_table} WHERE {where})"
+        f"l_src AS (SELECT * FROM {lot_table} WHERE {where}), "
+        f"h_src AS (SELECT * FROM {hold_table} WHERE {where})"
     )
     restricted = []
-    for kind, sql in _lot_checks("e_src", "b_src", "l_src"):
+    sources = ("e_src", "b_src", "l_src", "h_src")
+    for kind, sql in [*_lot_checks(*sources), *_hold_checks(*sources)]:
         body = sql.strip()
         if body.upper().startswith("WITH "):
             body = f"WITH {ctes}, {body[5:]}"
@@ -654,6 +843,17 @@ def _restricted_lot_checks(ledger: AnyLedger, users_param: str) -> list[tuple[st
             body = f"WITH {ctes} {body}"
         restricted.append((kind, body))
     return restricted
+
+
+def _new_entry_event_checks(ledger: AnyLedger) -> list[tuple[str, str]]:
+    """Each entry after ``%(since)s`` has exactly one ``entry.posted`` event (events naming no
+    entry are the full run's to find)."""
+    entry_table, _ = tables(ledger)
+    return [
+        (kind, f"WITH n_src AS (SELECT * FROM {entry_table} WHERE id > %(since)s) {sql.strip()}")
+        for kind, sql in _event_checks("n_src", ledger.label)
+        if kind == "entry_event_missing"
+    ]
 
 
 def _seam_checks(entry_table: str, balance_table: str) -> list[tuple[str, str]]:
@@ -751,6 +951,7 @@ def ledger_verify_since(
             (kind, sql, {"users": list(users)})
             for kind, sql in _restricted_lot_checks(ledger, "%(users)s")
         ]
+        checks += [(kind, sql, {"since": since}) for kind, sql in _new_entry_event_checks(ledger)]
         for kind, sql, params in checks:
             cursor.execute(sql, params)
             for user_id, entry_id, detail in cursor.fetchall():
@@ -880,7 +1081,12 @@ def ledger_verify_full(
             cursor.execute(sql, {"since": 0})
             for user_id, entry_id, detail in cursor.fetchall():
                 result.add(Discrepancy(ledger.label, kind, user_id, entry_id, detail), limit)
-        for kind, sql in _lot_checks(entry_table, balance_table, lot_table):
+        hold_table = quote_name(ledger.hold_model._meta.db_table)
+        for kind, sql in [
+            *_lot_checks(entry_table, balance_table, lot_table, hold_table),
+            *_hold_checks(entry_table, balance_table, lot_table, hold_table),
+            *_event_checks(entry_table, ledger.label),
+        ]:
             cursor.execute(sql)
             for user_id, entry_id, detail in cursor.fetchall():
                 result.add(Discrepancy(ledger.label, kind, user_id, entry_id, detail), limit)

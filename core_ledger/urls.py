@@ -5,7 +5,7 @@
 
     urlpatterns = [
         ...,
-        path("", include("core_ledger.urls")),  # /api/... and /healthz
+        path("", include("core_ledger.urls")),  # /api/..., /healthz, /readyz, /metrics
     ]
     handler404 = "core_ledger.urls.handler404"  # optional: JSON 404s under /api/
 
@@ -20,12 +20,15 @@ from django.urls import include, path
 from django.views import defaults
 
 from core_ledger.api.errors import error_body
-from core_ledger.api.health import healthz
+from core_ledger.api.health import healthz, readyz
 from core_ledger.api.urls import api_urlpatterns
+from core_ledger.metrics import metrics_view
 
 urlpatterns = [
     path("api/", include(api_urlpatterns())),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 

@@ -7,6 +7,7 @@ supplies the development values. See ``.env.example`` for every variable.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import environ
@@ -54,6 +55,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: one log line per request (its whole duration), X-Request-ID on every response.
+    "core_ledger.request_log.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Outermost but security: turns any HTML 404 under /api/ (DEBUG's page) into the JSON shape.
     "ledger_project.middleware.ApiNotFoundMiddleware",
@@ -105,22 +108,70 @@ def _database_url() -> str:
     return url
 
 
-DATABASES = {"default": env.db_url_config(_database_url())}
-# A Unix-socket directory arrives percent-encoded in the URL's host part (the embedded server).
-DATABASES["default"]["HOST"] = unquote(DATABASES["default"].get("HOST", ""))
-if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
-    raise ImproperlyConfigured(
-        "Shared Ledger runs on PostgreSQL only: DATABASE_URL must be postgres://…"
-    )
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# The URL's own OPTIONS (e.g. ?sslmode=require&options=-c%20search_path%3Dledger) stay as given:
-# timeouts are not connection options, since migrate and long commands need other ones.
-DATABASES["default"].setdefault("OPTIONS", {})
+# Connection pooling, two ways (README "Scaling out"):
+# - DATABASE_POOL=1: Django's own psycopg pool in each process (OPTIONS["pool"]); connections are
+#   returned to the pool after each request instead of being kept per thread (CONN_MAX_AGE).
+# - DATABASE_PGBOUNCER=1: DATABASE_URL points at PgBouncer in transaction mode, where a server
+#   connection serves another client after every transaction: no prepared statements (PgBouncer
+#   1.18 cannot keep them), no server-side cursors, no session settings (request timeouts come
+#   from the role's or database's own settings instead, see below).
+DATABASE_POOL: bool = env.bool("DATABASE_POOL", default=False)
+DATABASE_PGBOUNCER: bool = env.bool("DATABASE_PGBOUNCER", default=False)
+
+
+def _database(url: str) -> dict[str, Any]:
+    config: dict[str, Any] = env.db_url_config(url)
+    # A Unix-socket directory arrives percent-encoded in the URL's host part (the embedded server).
+    config["HOST"] = unquote(config.get("HOST", ""))
+    if config["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            "Shared Ledger runs on PostgreSQL only: DATABASE_URL must be postgres://…"
+        )
+    config["CONN_HEALTH_CHECKS"] = True
+    # The URL's own OPTIONS (e.g. ?sslmode=require&options=-c%20search_path%3Dledger) stay as
+    # given: timeouts are not connection options, since migrate and long commands need others.
+    config.setdefault("OPTIONS", {})
+    if DATABASE_POOL:
+        # Django refuses persistent connections beside its pool: the pool keeps them instead.
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"]["pool"] = {
+            "min_size": env.int("DATABASE_POOL_MIN", default=2),
+            "max_size": env.int("DATABASE_POOL_MAX", default=10),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        }
+    else:
+        config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    if DATABASE_PGBOUNCER:
+        config["DISABLE_SERVER_SIDE_CURSORS"] = True
+    return config
+
+
+DATABASES = {"default": _database(_database_url())}
+# Read replicas (streaming standbys of the primary), comma-separated: aliases replica_1, ….
+# Only lag-tolerant reads go there (core_ledger.routing); a replica that is down or further
+# behind than REPLICA_MAX_LAG_SECONDS is skipped and the read goes to the primary.
+for _n, _url in enumerate(env.list("DATABASE_REPLICA_URLS", default=[]), start=1):
+    _replica = _database(_url)
+    # A replica that is unreachable must cost a request seconds at most, not a hang.
+    _replica["OPTIONS"].setdefault("connect_timeout", env.int("REPLICA_CONNECT_TIMEOUT", 2))
+    # The test runner makes no database there: in tests a replica alias is the test database.
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES[f"replica_{_n}"] = _replica
+SHARED_LEDGER_READ_REPLICAS = [alias for alias in DATABASES if alias != "default"]
+DATABASE_ROUTERS = ["core_ledger.routing.ReplicaRouter"] if SHARED_LEDGER_READ_REPLICAS else []
+SHARED_LEDGER_REPLICA_MAX_LAG_SECONDS: float = env.float("REPLICA_MAX_LAG_SECONDS", default=5.0)
+SHARED_LEDGER_REPLICA_CHECK_SECONDS: float = env.float("REPLICA_CHECK_SECONDS", default=1.0)
+SHARED_LEDGER_PREPARED_STATEMENTS: bool = not DATABASE_PGBOUNCER
 # A hot row must never hang a request: waits beyond these give a clean 503 (see exceptions.py).
 # Requests only (core_ledger.middleware.RequestTimeoutsMiddleware); commands set their own.
-SHARED_LEDGER_REQUEST_LOCK_TIMEOUT_MS: int = env.int("DB_LOCK_TIMEOUT_MS", default=5000)
-SHARED_LEDGER_REQUEST_STATEMENT_TIMEOUT_MS: int = env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
+# Behind PgBouncer a session SET would stick to a server connection other clients share next: set
+# them on the role instead (ALTER ROLE ledger SET lock_timeout = '5s'; statement_timeout = '30s').
+SHARED_LEDGER_REQUEST_LOCK_TIMEOUT_MS: int | None = (
+    None if DATABASE_PGBOUNCER else env.int("DB_LOCK_TIMEOUT_MS", default=5000)
+)
+SHARED_LEDGER_REQUEST_STATEMENT_TIMEOUT_MS: int | None = (
+    None if DATABASE_PGBOUNCER else env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
+)
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_shared_ledger")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -156,7 +207,8 @@ STORAGES = {
 # --- Security: production defaults follow from DEBUG being off -------------------------------
 SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # /healthz answers over plain HTTP so load balancers can probe the process directly.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# So do /readyz and /metrics (probes and Prometheus scrape the process directly).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = not DEBUG
@@ -250,10 +302,37 @@ SHARED_LEDGER_EXPIRES_AFTER: dict[str, dict[str, int | None]] = env.json(
 )
 # Lifetime of an API token from POST /api/auth/token/, in seconds (default 10 hours).
 SHARED_LEDGER_TOKEN_TTL: int = env.int("API_TOKEN_TTL", default=10 * 60 * 60)
+# Webhooks (core_ledger.conf): with DEBUG off, endpoints on private or loopback addresses are
+# refused unless WEBHOOK_ALLOW_PRIVATE=1; WEBHOOK_BACKOFF is the retry schedule in seconds.
+SHARED_LEDGER_WEBHOOK_ALLOW_PRIVATE: bool = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+SHARED_LEDGER_WEBHOOK_BACKOFF: list[float] = [
+    float(x)
+    for x in env.list("WEBHOOK_BACKOFF", default=["10", "60", "600", "3600", "21600", "86400"])
+]
 
+# --- What operators see (README "Operating in production") ----------------------------------
+# /metrics (Prometheus text format): with "Authorization: Bearer $METRICS_TOKEN", or from the
+# addresses/networks in METRICS_ALLOWED_ADDRESSES (the socket's address). Neither set: 403 to all.
+SHARED_LEDGER_METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+SHARED_LEDGER_METRICS_ADDRESSES: list[str] = env.list("METRICS_ALLOWED_ADDRESSES", default=[])
+
+# One line per request from core_ledger.request_log (logger core_ledger.requests); LOG_FORMAT=json
+# writes every record as one JSON object. django.request's own per-refusal warnings are left out:
+# the request line already says it (refusals at INFO, 5xx at ERROR with the traceback).
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "json": {"()": "core_ledger.request_log.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.request": {"level": "CRITICAL"}},
 }

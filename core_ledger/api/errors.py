@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core_ledger.exceptions import LedgerError
+from core_ledger.request_log import remember_exception
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,17 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def error_code_of(exc: BaseException) -> str:
+    """The ``code`` a refusal by ``exc`` carries (``server_error`` for anything unexpected)."""
+    if isinstance(exc, LedgerError):
+        return exc.code
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return "database_unavailable"
+    if isinstance(exc, (DataError, RequestDataTooBig, SuspiciousOperation, RecursionError)):
+        return "validation_error"
+    return next((c for cls, c in _CODES if isinstance(exc, cls)), "server_error")
+
+
 def _validation_details(data: Any) -> dict[str, Any]:
     if isinstance(data, dict):
         return data
@@ -60,6 +72,13 @@ def _first_message(details: dict[str, Any]) -> str:
     return "The request is not valid."
 
 
+def _remember(context: dict[str, Any], exc: Exception) -> None:
+    """Hand the exception to the request's log line (core_ledger.request_log)."""
+    request = getattr(context.get("request"), "_request", None)
+    if request is not None:
+        remember_exception(request, exc)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's ``EXCEPTION_HANDLER``: map every exception raised in an API view to the error shape."""
     if isinstance(exc, LedgerError):
@@ -68,6 +87,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # A lost connection, a failover or a timeout the service did not translate: the request
         # did not complete and may be retried; the client gets a code, never a 500.
         logger.warning("Database unavailable during an API request", exc_info=exc)
+        _remember(context, exc)
         return Response(
             error_body("database_unavailable", "The database is unavailable; retry shortly."),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -98,6 +118,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         # A bug, not the client's fault: log it and still answer in the one error shape.
         logger.exception("Unhandled error in an API view", exc_info=exc)
+        _remember(context, exc)
         return Response(
             error_body("server_error", "An unexpected error occurred."),
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,

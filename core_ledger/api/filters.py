@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from core_ledger.api.schema import ID_SCHEMA
 from core_ledger.api.serializers import as_utc
 from core_ledger.ledger import registry
+from core_ledger.selectors import HOLD_STATUSES, hold_status_filter
 
 
 @extend_schema_field(ID_SCHEMA)
@@ -82,6 +83,23 @@ class EntryFilter(StrictFilterSet):
         field_name="created_at", lookup_expr="lt", help_text="Entries before (ISO 8601)."
     )
     user = IntegerFilter(field_name="user_id", help_text="Staff: one user's entries.")
+
+
+class HoldFilter(StrictFilterSet):
+    """``status`` (as callers see it: a pending hold past its expiry is ``expired``), ``user``.
+
+    ``user`` narrows the holds the caller may see anyway, as on entries.
+    """
+
+    status = filters.ChoiceFilter(
+        choices=[(value, value) for value in HOLD_STATUSES],
+        method="filter_status",
+        help_text="Only holds in this status.",
+    )
+    user = IntegerFilter(field_name="user_id", help_text="Staff: one user's holds.")
+
+    def filter_status(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
+        return hold_status_filter(queryset, value)
 
 
 class BalanceFilter(StrictFilterSet):

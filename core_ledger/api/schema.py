@@ -51,7 +51,8 @@ _ERROR_TEXT = {
     401: "not_authenticated: no or invalid credentials.",
     403: "permission_denied / operation_not_allowed.",
     404: "not_found.",
-    409: "insufficient_credits / already_claimed / already_reversed.",
+    409: "insufficient_credits / already_claimed / already_reversed / hold_not_pending "
+    "(details.status: captured, released or expired).",
     413: "validation_error: the request body is too large.",
     415: "unsupported_media_type: send application/json.",
     422: "idempotency_key_reused: the key was used for a different request.",
@@ -86,6 +87,21 @@ IDEMPOTENT_REPLAYED = OpenApiParameter(
     description="`true` when the answer replays an earlier post with the same Idempotency-Key "
     "(nothing new was posted); absent otherwise.",
 )
+
+
+def IDEMPOTENT_REPLAYED_ON(status: int) -> OpenApiParameter:  # reads like the constant
+    """The ``Idempotent-Replayed`` response header on another success status (captures: 200)."""
+    return OpenApiParameter(
+        REPLAYED_HEADER,
+        str,
+        OpenApiParameter.HEADER,
+        response=[status],
+        enum=["true"],
+        description="`true` when the answer replays an earlier request with the same "
+        "Idempotency-Key (nothing new was done); absent otherwise.",
+    )
+
+
 IDEMPOTENCY_KEY = OpenApiParameter(
     IDEMPOTENCY_HEADER,
     {"type": "string", "minLength": 1, "maxLength": 255, "pattern": IDEMPOTENCY_KEY_PATTERN},
@@ -209,6 +225,21 @@ def entry_post_examples(label: str) -> list[OpenApiExample]:
     return examples
 
 
+def hold_create_examples(label: str) -> list[OpenApiExample]:
+    """One example hold per holdable operation of the ledger (its debits a client may post)."""
+    ledger = registry.get(label)
+    return [
+        OpenApiExample(
+            value.lower(),
+            value={"operation": value, "amount": 5, "expires_in": 900},
+            request_only=True,
+            summary=f"Hold for {ledger.operations(value).label}",
+        )
+        for value in postable_operations(ledger)
+        if ledger.rule(value).direction is Direction.DEBIT
+    ]
+
+
 REVERSE_EXAMPLE = OpenApiExample(
     "reason", value={"reason": "Granted twice by mistake."}, request_only=True
 )
@@ -245,6 +276,10 @@ def describe_post_bodies(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
             }
             if ledger.rule(value).fixed:
                 component["not"] = {"required": ["amount"]}
+        hold = schemas.get(f"{_prefix(ledger.label)}Hold")
+        if hold is not None:
+            hold["properties"]["operation"]["enum"] = list(ledger.operations.values)
+            hold["properties"]["status"]["enum"] = ["pending", "captured", "released", "expired"]
     return result
 
 
@@ -279,4 +314,31 @@ def add_links(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         )
         if reversed_ok is not None:
             reversed_ok["links"] = {"GetEntry": links["GetEntry"]}
+        _add_hold_links(paths, ledger.label)
     return result
+
+
+def _add_hold_links(paths: dict[str, Any], label: str) -> None:
+    """A placed hold → read it, capture it, release it; a capture → read its entry."""
+    base = f"/api/{label}/holds/"
+    hold_id = {"id": "$response.body#/id"}
+    links = {
+        name: {"operationId": f"{label}_holds_{op}", "parameters": hold_id, "description": text}
+        for name, op, text in (
+            ("GetHold", "retrieve", "The hold just placed."),
+            ("CaptureHold", "capture_create", "Capture the hold just placed."),
+            ("ReleaseHold", "release_create", "Release the hold just placed."),
+        )
+    }
+    placed = paths.get(base, {}).get("post", {}).get("responses", {}).get("201")
+    if placed is not None:
+        placed["links"] = links
+    captured = paths.get(f"{base}{{id}}/capture/", {}).get("post", {}).get("responses", {})
+    if "200" in captured:
+        captured["200"]["links"] = {
+            "GetCaptureEntry": {
+                "operationId": f"{label}_entries_retrieve",
+                "parameters": {"id": "$response.body#/entry"},
+                "description": "The debit entry the capture posted.",
+            }
+        }

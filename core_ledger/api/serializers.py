@@ -17,6 +17,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.validators import RegexValidator
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.utils import html
@@ -24,9 +25,10 @@ from rest_framework.utils import html
 from core_ledger.api.schema import MAX_ID, NO_NUL_PATTERN
 from core_ledger.exceptions import ValidationFailed
 from core_ledger.ledger import AnyLedger, Direction, Frequency, PostedBy, registry
-from core_ledger.models import DESCRIPTION_MAX_LENGTH, AbstractLedgerEntry
+from core_ledger.models import DESCRIPTION_MAX_LENGTH, AbstractHold, AbstractLedgerEntry
 from core_ledger.operations import LedgerOperation
 from core_ledger.services import MAX_AMOUNT, METADATA_MAX_BYTES, METADATA_MAX_KEYS, clean_metadata
+from core_ledger.services.holds import MAX_EXPIRES_IN, MIN_EXPIRES_IN, effective_status
 from core_ledger.services.policy import is_privileged
 from core_ledger.services.validation import METADATA_KEY_MAX_LENGTH, METADATA_VALUE_MAX_LENGTH
 
@@ -157,6 +159,12 @@ class EntrySerializer(serializers.ModelSerializer[AbstractLedgerEntry]):
         "([{entry: the lot's credit entry, or null for credits that never expire, amount}]); "
         "null on a credit."
     )
+    hold = serializers.IntegerField(
+        source="hold_id",
+        read_only=True,
+        allow_null=True,
+        help_text="On the debit a capture posted: the hold it captured; null otherwise.",
+    )
 
     class Meta:  # pyright: ignore[reportIncompatibleVariableOverride]  # the stubs' ModelSerializer.Meta exists only in the stubs
         model: Any = AbstractLedgerEntry  # each ledger's subclass sets its concrete model
@@ -175,6 +183,7 @@ class EntrySerializer(serializers.ModelSerializer[AbstractLedgerEntry]):
             "created_at",
             "expires_at",
             "drawn_from",
+            "hold",
         ]
         read_only_fields = fields
 
@@ -329,6 +338,128 @@ def entry_create_serializer_for(label: str) -> type[EntryCreateSerializer]:
     return type(name, (EntryCreateSerializer,), {"operation": operation, "__module__": __name__})
 
 
+# --- holds ----------------------------------------------------------------------------------------
+
+
+class HoldSerializer(serializers.ModelSerializer[AbstractHold]):
+    """A hold as the API shows it. Every field is read-only: only the service writes holds."""
+
+    status = serializers.SerializerMethodField(
+        help_text="pending, captured, released or expired. A pending hold past expires_at reads "
+        "expired at once, before ledger_expire writes it down."
+    )
+    resolved_at = serializers.SerializerMethodField(
+        help_text="When it left pending (for an expired hold: its expires_at); null while pending."
+    )
+    # The ledger's operations enum is set by schema.describe_post_bodies, after drf-spectacular's
+    # enum hook: the same choices on entries and holds would make one colliding component.
+    operation = serializers.CharField(
+        read_only=True, help_text="The debit operation a capture posts (or posted)."
+    )
+    metadata = MetadataField(read_only=True)
+    captured_amount = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Credits the capture took; null otherwise."
+    )
+    entry = serializers.IntegerField(
+        source="entry_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The debit entry the capture posted; null unless captured.",
+    )
+
+    class Meta:  # pyright: ignore[reportIncompatibleVariableOverride]  # the stubs' ModelSerializer.Meta exists only in the stubs
+        model: Any = AbstractHold  # each ledger's subclass sets its concrete model
+        fields = [
+            "id",
+            "user",
+            "operation",
+            "amount",
+            "status",
+            "captured_amount",
+            "entry",
+            "expires_at",
+            "created_by",
+            "created_at",
+            "resolved_at",
+            "description",
+            "metadata",
+            "idempotency_key",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field({"type": "string"})  # the enum: schema.describe_post_bodies
+    def get_status(self, hold: AbstractHold) -> str:
+        return effective_status(hold, timezone.now())
+
+    @extend_schema_field({"type": "string", "format": "date-time", "nullable": True})
+    def get_resolved_at(self, hold: AbstractHold) -> str | None:
+        moment = hold.resolved_at
+        if moment is None and effective_status(hold, timezone.now()) == "expired":
+            moment = hold.expires_at
+        return None if moment is None else serializers.DateTimeField().to_representation(moment)
+
+
+class HoldCreateSerializer(EntryCreateSerializer):
+    """What a client may send to place a hold (the ``user`` rules are the entries' own)."""
+
+    amount = StrictIntegerField(
+        min_value=1, max_value=MAX_AMOUNT, help_text="Positive credits to reserve."
+    )
+    expires_in = StrictIntegerField(
+        required=False,
+        min_value=MIN_EXPIRES_IN,
+        max_value=MAX_EXPIRES_IN,
+        help_text="Seconds until the hold expires (1 to 604800 = 7 days). Default: "
+        "SHARED_LEDGER_HOLD_EXPIRES_IN, 900 (15 minutes).",
+    )
+    expires_at = None  # type: ignore[assignment]  # holds take expires_in, not a lot's expiry
+
+
+class HoldCaptureSerializer(serializers.Serializer[Any]):
+    """The body of a capture: the credits to take, the whole hold when left out."""
+
+    amount = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_AMOUNT,
+        help_text="1 to the hold's amount; the rest is released. Default: the whole hold.",
+    )
+
+
+class HoldReleaseSerializer(serializers.Serializer[Any]):
+    """The body of a release: nothing (an empty object, or no body)."""
+
+
+def _holdable(ledger: AnyLedger) -> list[tuple[str, str]]:
+    return [
+        (value, str(label))
+        for value, label in ledger.operations.choices
+        if ledger.rule(value).posted_by is not PostedBy.SYSTEM
+        and ledger.rule(value).direction is Direction.DEBIT
+    ]
+
+
+@functools.cache
+def hold_serializer_for(label: str) -> type[HoldSerializer]:
+    """``<Label>HoldSerializer``: the hold output shape bound to the ledger's hold model."""
+    ledger = registry.get(label)
+    meta = type("Meta", (HoldSerializer.Meta,), {"model": ledger.hold_model})
+    name = f"{_class_prefix(label)}HoldSerializer"
+    return type(name, (HoldSerializer,), {"Meta": meta, "__module__": __name__})
+
+
+@functools.cache
+def hold_create_serializer_for(label: str) -> type[HoldCreateSerializer]:
+    """``<Label>HoldCreateSerializer``: the hold input with the ledger's holdable debits."""
+    ledger = registry.get(label)
+    operation = serializers.ChoiceField(
+        choices=_holdable(ledger),
+        help_text="The debit operation a capture will post (one the caller may post).",
+    )
+    name = f"{_class_prefix(label)}HoldCreateSerializer"
+    return type(name, (HoldCreateSerializer,), {"operation": operation, "__module__": __name__})
+
+
 # --- balances ------------------------------------------------------------------------------------
 
 
@@ -351,10 +482,14 @@ class ExpiringLotSerializer(serializers.Serializer[Any]):
 class MyBalanceSerializer(BalanceSerializer):
     """The caller's balance, with what they can spend now and what expires next."""
 
+    held = serializers.IntegerField(
+        read_only=True,
+        help_text="Credits reserved by pending, unexpired holds (0 at a past moment, ?at=).",
+    )
     available = serializers.IntegerField(
         read_only=True,
-        help_text="What can be spent now: balance minus credits that expired but are not yet "
-        "written down as EXPIRY entries. At a past moment (?at=): the balance then.",
+        help_text="What can be spent now: balance minus held, minus credits that expired but are "
+        "not yet written down as EXPIRY entries. At a past moment (?at=): the balance then.",
     )
     expiring = ExpiringLotSerializer(
         many=True,

@@ -19,10 +19,12 @@ from rest_framework.routers import SimpleRouter
 
 from core_ledger.api.auth import LogoutAllView, LogoutView, TokenView
 from core_ledger.api.errors import error_body
+from core_ledger.api.events import EventFeedView
 from core_ledger.api.views import (
     AllBalancesView,
     BalanceViewSet,
     EntryViewSet,
+    HoldViewSet,
     LedgerListView,
     LedgerViewMixin,
     MyBalanceView,
@@ -57,6 +59,7 @@ def ledger_urlpatterns(ledger: AnyLedger) -> Routes:
     router = SimpleRouter()
     router.register("entries", bind(EntryViewSet, ledger), basename=f"{label}-entry")
     router.register("balances", bind(BalanceViewSet, ledger), basename=f"{label}-balance")
+    router.register("holds", bind(HoldViewSet, ledger), basename=f"{label}-hold")
     return [
         path("balance/", bind(MyBalanceView, ledger).as_view(), name=f"{label}-my-balance"),
         *router.urls,
@@ -71,6 +74,7 @@ def api_urlpatterns() -> Routes:
         path("auth/token/", TokenView.as_view(), name="api-token"),
         path("auth/logout/", LogoutView.as_view(), name="api-logout"),
         path("auth/logout-all/", LogoutAllView.as_view(), name="api-logout-all"),
+        path("events/", EventFeedView.as_view(), name="api-events"),
         path("schema/", SchemaView.as_view(), name="api-schema"),
         path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
         *[path(f"{ledger.label}/", include(ledger_urlpatterns(ledger))) for ledger in registry],

@@ -23,9 +23,10 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
-from core_ledger import selectors, services
+from core_ledger import metrics, selectors, services
 from core_ledger.api.filters import (
     BalanceFilter,
+    HoldFilter,
     StableOrderingFilter,
     entry_filter_for,
 )
@@ -36,27 +37,35 @@ from core_ledger.api.schema import (
     IDEMPOTENCY_HEADER,
     IDEMPOTENCY_KEY,
     IDEMPOTENT_REPLAYED,
+    IDEMPOTENT_REPLAYED_ON,
     REPLAYED_HEADER,
     RESPONSE_HEADERS,
     REVERSE_EXAMPLE,
     entry_create_request,
     entry_post_examples,
     errors,
+    hold_create_examples,
     path_id,
 )
 from core_ledger.api.serializers import (
     BalanceQuerySerializer,
     BalanceSerializer,
+    HoldCaptureSerializer,
+    HoldReleaseSerializer,
     LedgerSerializer,
     MyBalanceSerializer,
     ReverseSerializer,
     entry_create_serializer_for,
     entry_representation,
     entry_serializer_for,
+    hold_create_serializer_for,
+    hold_serializer_for,
     ledger_description,
 )
 from core_ledger.ledger import AnyLedger, registry
-from core_ledger.models import AbstractBalance, AbstractLedgerEntry
+from core_ledger.models import AbstractBalance, AbstractHold, AbstractLedgerEntry
+from core_ledger.routing import lag_tolerant
+from core_ledger.services.holds import HoldResult
 
 
 def _caller_id(request: Request) -> int:
@@ -171,6 +180,10 @@ class BalanceViewSet(LedgerViewMixin, viewsets.ReadOnlyModelViewSet[AbstractBala
     def get_queryset(self) -> QuerySet[AbstractBalance]:
         return selectors.balance_list(ledger=self.ledger)
 
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Every user's balance: a report, so a replica's small lag is fine (core_ledger.routing).
+        return lag_tolerant(lambda: super(BalanceViewSet, self).list(request, *args, **kwargs))
+
 
 class EntryViewSet(
     LedgerViewMixin,
@@ -198,6 +211,16 @@ class EntryViewSet(
         entries = selectors.entry_list(ledger=self.ledger, user_id=owner)
         return entries.select_related("reversed_by")
 
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        def read() -> Response:
+            return super(EntryViewSet, self).list(request, *args, **kwargs)
+
+        # Other users' entries (operators, services) may lag a little and go to a replica; the
+        # caller's own list stays on the primary, so it always shows what they just posted.
+        if can_read_all(self.ledger, request.user):
+            return lag_tolerant(read)
+        return read()
+
     @property
     def filterset_class(self) -> Any:  # read by DjangoFilterBackend and drf-spectacular
         return entry_filter_for(self.ledger_label)
@@ -214,6 +237,17 @@ class EntryViewSet(
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Post an entry; with an ``Idempotency-Key`` a repeat replays the first answer."""
+        raw = request.data.get("operation") if isinstance(request.data, dict) else None
+        operation = (
+            raw if isinstance(raw, str) and raw in self.ledger.operations.values else "invalid"
+        )
+        with metrics.observe_post(ledger=self.ledger_label, operation=operation) as observed:
+            entry, replayed = self._post(request)
+            observed.outcome = "replayed" if replayed else "posted"
+        headers = {REPLAYED_HEADER: "true"} if replayed else {}
+        return Response(self._entry_data(entry), status=status.HTTP_201_CREATED, headers=headers)
+
+    def _post(self, request: Request) -> tuple[AbstractLedgerEntry, bool]:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -228,10 +262,7 @@ class EntryViewSet(
             metadata=data["metadata"],
             expires_at=data.get("expires_at"),
         )
-        headers = {REPLAYED_HEADER: "true"} if result.replayed else {}
-        return Response(
-            self._entry_data(result.entry), status=status.HTTP_201_CREATED, headers=headers
-        )
+        return result.entry, result.replayed
 
     @action(detail=True, methods=["post"])
     def reverse(self, request: Request, pk: str) -> Response:
@@ -271,5 +302,128 @@ def _document_entry_viewset(cls: type[EntryViewSet]) -> None:
             examples=[REVERSE_EXAMPLE],
             parameters=[entry_id, *RESPONSE_HEADERS],
             responses={201: entry, **errors(400, 403, 404, 409, 413, 415, *COMMON)},
+        ),
+    )(cls)
+
+
+class HoldViewSet(
+    LedgerViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet[AbstractHold],
+):
+    """The caller's holds (``view_all_accounts``: everyone's); placing, capturing, releasing."""
+
+    pagination_class = EntryCursorPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = HoldFilter
+    parser_classes = [JSONParser]
+    lookup_value_regex = "[0-9]+"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.ledger_label:
+            _document_hold_viewset(cls)
+
+    def get_queryset(self) -> QuerySet[AbstractHold]:
+        user = self.request.user
+        viewer = None if can_read_all(self.ledger, user) else user.pk
+        # Holds on the caller's account and those the caller placed; any other hold is outside
+        # the queryset, so reading, capturing or releasing it is a 404 (no ids revealed).
+        return selectors.hold_list(ledger=self.ledger, seen_by=viewer)
+
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
+        if self.action == "create":
+            return hold_create_serializer_for(self.ledger_label)
+        if self.action == "capture":
+            return HoldCaptureSerializer
+        if self.action == "release":
+            return HoldReleaseSerializer
+        return hold_serializer_for(self.ledger_label)
+
+    def _answer(self, result: HoldResult, status_code: int) -> Response:
+        data = hold_serializer_for(self.ledger_label)(
+            result.hold, context=self.get_serializer_context()
+        ).data
+        headers = {REPLAYED_HEADER: "true"} if result.replayed else {}
+        return Response(data, status=status_code, headers=headers)
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Reserve credits; with an ``Idempotency-Key`` a repeat replays the first answer."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.hold_place(
+            ledger=self.ledger,
+            user_id=data["user"],
+            operation=data["operation"],
+            amount=data["amount"],
+            actor=request.user,
+            expires_in=data.get("expires_in"),
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            description=data["description"],
+            metadata=data["metadata"],
+        )
+        return self._answer(result, status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["post"])
+    def capture(self, request: Request, pk: str) -> Response:
+        """Post the hold's debit entry for the whole hold or a smaller ``amount``."""
+        hold = self.get_object()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.hold_capture(
+            ledger=self.ledger,
+            hold_id=hold.pk,
+            amount=serializer.validated_data.get("amount"),
+            actor=request.user,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        )
+        return self._answer(result, status.HTTP_200_OK)
+
+    @action(detail=True, methods=["post"])
+    def release(self, request: Request, pk: str) -> Response:
+        """Free the whole hold; no entry is written."""
+        hold = self.get_object()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.hold_release(
+            ledger=self.ledger,
+            hold_id=hold.pk,
+            actor=request.user,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        )
+        return self._answer(result, status.HTTP_200_OK)
+
+
+def _document_hold_viewset(cls: type[HoldViewSet]) -> None:
+    """Describe a ledger's hold endpoints with that ledger's own serializers (and enums)."""
+    hold = hold_serializer_for(cls.ledger_label)
+    hold_id = path_id("id", "The hold's id.")
+    replayed = IDEMPOTENT_REPLAYED_ON(200)
+    extend_schema_view(
+        list=extend_schema(
+            parameters=RESPONSE_HEADERS,
+            responses={200: hold(many=True), **errors(400, *COMMON)},
+        ),
+        retrieve=extend_schema(
+            parameters=[hold_id, *RESPONSE_HEADERS],
+            responses={200: hold, **errors(400, 404, *COMMON)},
+        ),
+        create=extend_schema(
+            request=hold_create_serializer_for(cls.ledger_label),
+            examples=hold_create_examples(cls.ledger_label),
+            parameters=[IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, *RESPONSE_HEADERS],
+            responses={201: hold, **errors(400, 403, 409, 413, 415, 422, *COMMON)},
+        ),
+        capture=extend_schema(
+            request=HoldCaptureSerializer,
+            parameters=[hold_id, IDEMPOTENCY_KEY, replayed, *RESPONSE_HEADERS],
+            responses={200: hold, **errors(400, 403, 404, 409, 413, 415, 422, *COMMON)},
+        ),
+        release=extend_schema(
+            request=HoldReleaseSerializer,
+            parameters=[hold_id, IDEMPOTENCY_KEY, replayed, *RESPONSE_HEADERS],
+            responses={200: hold, **errors(400, 403, 404, 409, 413, 415, 422, *COMMON)},
         ),
     )(cls)

@@ -38,12 +38,23 @@ class BalanceState:
     lot_credits: int
     next_expiry: datetime | None
     now: datetime
+    held: int = 0
+    next_hold_expiry: datetime | None = None
 
     @property
     def has_expired_lots(self) -> bool:
         return (
             self.lot_credits > 0 and self.next_expiry is not None and self.next_expiry <= self.now
         )
+
+    @property
+    def has_expired_holds(self) -> bool:
+        return self.next_hold_expiry is not None and self.next_hold_expiry <= self.now
+
+    @property
+    def available(self) -> int:
+        """What a debit may take (once expired holds and lots are written down)."""
+        return self.balance - self.held
 
 
 def _tables(ledger: AnyLedger) -> tuple[str, str, str]:
@@ -62,12 +73,24 @@ def lock_balance(cursor: Any, ledger: AnyLedger, user_id: int) -> BalanceState |
     """Lock the user's balance row (``FOR UPDATE``) and read it; None when it does not exist."""
     _, balance_table, _ = _tables(ledger)
     cursor.execute(
-        f"SELECT balance, lot_credits, next_expiry, clock_timestamp() FROM {balance_table} "
-        "WHERE user_id = %s FOR UPDATE",
+        f"SELECT balance, lot_credits, next_expiry, clock_timestamp(), held, next_hold_expiry "
+        f"FROM {balance_table} WHERE user_id = %s FOR UPDATE",
         [user_id],
     )
     row = cursor.fetchone()
     return None if row is None else BalanceState(*row)
+
+
+def write_down(cursor: Any, ledger: AnyLedger, state: BalanceState, user_id: int) -> BalanceState:
+    """Under the held lock: expire the user's pending holds past their ``expires_at`` (their
+    lot credits go back to the lots), then write down expired lots; the new state."""
+    if state.has_expired_holds:
+        from core_ledger.services.holds import sweep_holds
+
+        state = sweep_holds(cursor, ledger, state, user_id)
+    if state.has_expired_lots:
+        state = sweep(cursor, ledger, state, user_id)
+    return state
 
 
 def sweep_sql(ledger: AnyLedger) -> str:
@@ -116,7 +139,14 @@ def sweep(cursor: Any, ledger: AnyLedger, state: BalanceState, user_id: int) -> 
     row = cursor.fetchone()
     if row is None:
         return state
-    return BalanceState(balance=row[1], lot_credits=row[2], next_expiry=row[3], now=state.now)
+    return BalanceState(
+        balance=row[1],
+        lot_credits=row[2],
+        next_expiry=row[3],
+        now=state.now,
+        held=state.held,
+        next_hold_expiry=state.next_hold_expiry,
+    )
 
 
 def open_lots(
@@ -232,9 +262,9 @@ def write_with_lots(
         state = lock_balance(cursor, ledger, user_id)
         if state is None:
             raise ValidationFailed("No such user.", user=["No such user."])
-    if state.has_expired_lots:
-        state = sweep(cursor, ledger, state, user_id)
-    if state.balance + amount < 0:
+    state = write_down(cursor, ledger, state, user_id)
+    if amount < 0 and state.available + amount < 0:
+        # Credits reserved by pending holds cannot be spent (held <= balance is a CHECK too).
         raise InsufficientCredits(
             f"The balance is too low for a debit of {-amount}.", requested=-amount
         )

@@ -168,11 +168,13 @@ def write(
             )
             params = [user_id, amount, user_id, *entry_params]
         else:
-            # Only for a user without lots: their credits never expire, nothing to draw.
+            # Only for a user without lots (their credits never expire, nothing to draw) and
+            # without an expired hold to write down: what no pending hold reserves.
             statement = (
                 f"WITH moved AS (UPDATE {balance_table} SET balance = balance + %s, "
                 "updated_at = clock_timestamp() "
-                "WHERE user_id = %s AND balance + %s >= 0 AND lot_credits = 0 "
+                "WHERE user_id = %s AND balance - held + %s >= 0 AND lot_credits = 0 "
+                "AND (next_hold_expiry IS NULL OR next_hold_expiry > clock_timestamp()) "
                 "RETURNING balance) " + insert_entry
             )
             params = [amount, user_id, amount, *entry_params]
@@ -246,6 +248,7 @@ def entry_instance(ledger: Ledger[EntryT, Any, Any], **values: Any) -> EntryT:
     """The entry just written, as a saved model instance (no query to read it back)."""
     # Positional values in field order: Model.__init__'s fast path (as when loading a row).
     model = ledger.entry_model
+    values.setdefault("hold_id", None)  # only a capture names a hold
     entry = model(*[values[name] for name in _attnames(model)])
     entry._state.adding = False
     entry._state.db = ledger.db_alias
@@ -280,7 +283,7 @@ def translate_db_error(exc: DatabaseError, *, operation: str) -> LedgerError:
             return AlreadyClaimed(f"This user has already received {what}.", operation=operation)
         if constraint.endswith("_reverses_id_key") or "reverses" in constraint:
             return AlreadyReversed()
-        if constraint.endswith("_nonneg"):
+        if constraint.endswith("_nonneg") or constraint.endswith("_held_within_balance"):
             return InsufficientCredits()
         if state == "23503":  # foreign_key_violation: the user does not exist
             return ValidationFailed("No such user.", user=["No such user."])

@@ -40,6 +40,7 @@ def declare(**changes: Any) -> Ledger[Any, Any, Any]:
         "balance_model": alpha.balance_model,
         "operations": alpha.operations,
         "lot_model": alpha.lot_model,
+        "hold_model": alpha.hold_model,
         "rules": alpha.rules,
         "fixed_amounts": alpha.fixed_amounts,
     }
@@ -144,7 +145,13 @@ def test_an_entry_model_that_dropped_the_core_guards_is_e050_e051_e052() -> None
             triggers: ClassVar[list[Any]] = []
 
     messages = check_ledger(declare(entry_model=CarelessEntry))
-    assert ids(messages) == ["core_ledger.E050", "core_ledger.E051", "core_ledger.E052"]
+    # E004 too: alpha's hold model names alpha's entry model, not this one.
+    assert ids(messages) == [
+        "core_ledger.E004",
+        "core_ledger.E050",
+        "core_ledger.E051",
+        "core_ledger.E052",
+    ]
     e050 = next(m for m in messages if m.id == "core_ledger.E050")
     for lost in ("idempotency_key", "daily_once", "signup_once", "balance_after_nonneg"):
         assert lost in e050.msg
@@ -197,3 +204,9 @@ def test_a_bad_declared_lifetime_is_e031(lifetimes: Any) -> None:
 def test_a_bad_configured_lifetime_is_e031(configured: Any) -> None:
     with override_settings(SHARED_LEDGER_EXPIRES_AFTER=configured):
         assert "core_ledger.E031" in ids(check_ledgers())
+
+
+def test_a_hold_model_that_is_not_a_hold_or_not_this_ledgers_is_e004() -> None:
+    beta = registry.get("beta")
+    assert "core_ledger.E004" in ids(check_ledger(declare(hold_model=alpha.lot_model)))
+    assert "core_ledger.E004" in ids(check_ledger(declare(hold_model=beta.hold_model)))

@@ -14,7 +14,7 @@ from app_beta.models import BetaEntry
 from app_beta.operations import BetaOperation
 from core_ledger.ledger import Ledger
 from core_ledger.operations import SharedOperation
-from core_ledger.services import entry_post, entry_reverse, grant_bulk
+from core_ledger.services import entry_post, entry_reverse, grant_bulk, hold_place
 
 AlphaLedger = Ledger[AlphaEntry, AlphaBalance, AlphaOperation]
 alpha: AlphaLedger = alpha_ledger
@@ -28,6 +28,7 @@ def misspelt_operation() -> None:
 def another_ledgers_operation() -> None:
     entry_post(ledger=alpha, user_id=1, operation=BetaOperation.PURCHASE, amount=1)  # expect-error
     grant_bulk(ledger=alpha, operation=BetaOperation.REFERRAL_BONUS, user_ids=[1])  # expect-error
+    hold_place(ledger=alpha, user_id=1, operation=BetaOperation.PURCHASE, amount=1)  # expect-error
     alpha.rule(AlphaOperation.GAME_WIN)  # a member of the ledger's own class: fine
 
 
@@ -40,6 +41,7 @@ def raw_strings_where_an_operation_is_expected() -> None:
     entry_post(ledger=alpha, user_id=1, operation="NOT_AN_OP", amount=1)  # expect-error
     entry_post(ledger=alpha, user_id=1, operation="GAME_WIN", amount=1)  # expect-error
     grant_bulk(ledger=alpha, operation="DAILY_REWARD", user_ids=[1])  # expect-error
+    hold_place(ledger=alpha, user_id=1, operation="CREDIT_SPEND", amount=1)  # expect-error
     alpha.shared("DAILY_REWARD")  # expect-error
 
 

@@ -18,9 +18,20 @@ from app_beta.ledger import ledger as beta_ledger
 from app_beta.models import BetaEntry
 from app_beta.operations import BetaOperation
 from core_ledger.ledger import AnyLedger, Ledger, registry
+from core_ledger.models import AbstractHold, AbstractLot
 from core_ledger.operations import SharedOperation
 from core_ledger.selectors import balance_list, entry_list
-from core_ledger.services import GrantSummary, PostResult, entry_post, entry_reverse, grant_bulk
+from core_ledger.services import (
+    GrantSummary,
+    HoldResult,
+    PostResult,
+    entry_post,
+    entry_reverse,
+    grant_bulk,
+    hold_capture,
+    hold_place,
+    hold_release,
+)
 
 
 def declarations() -> None:
@@ -29,6 +40,8 @@ def declarations() -> None:
     assert_type(alpha_ledger.balance_model, type[AlphaBalance])
     assert_type(alpha_ledger.operations, type[AlphaOperation])
     assert_type(beta_ledger.entry_model, type[BetaEntry])
+    assert_type(alpha_ledger.lot_model, type[AbstractLot])
+    assert_type(alpha_ledger.hold_model, type[AbstractHold])
 
 
 def operations() -> None:
@@ -69,6 +82,18 @@ def services() -> None:
         ledger=alpha_ledger, operation=AlphaOperation.DAILY_REWARD, user_ids=[1, 2]
     )
     assert_type(summary, GrantSummary)
+
+
+def holds() -> None:
+    placed = hold_place(
+        ledger=alpha_ledger, user_id=1, operation=AlphaOperation.GAME_ENTRY_FEE, amount=5
+    )
+    assert_type(placed, HoldResult)
+    assert_type(placed.hold, AbstractHold)
+    assert_type(placed.replayed, bool)
+    captured = hold_capture(ledger=alpha_ledger, hold_id=placed.hold.pk, amount=2)
+    assert_type(captured.hold, AbstractHold)
+    assert_type(hold_release(ledger=beta_ledger, hold_id=1), HoldResult)
 
 
 def generic_code(label: str, text: str) -> None:

@@ -50,6 +50,7 @@ Examples:
                 "user_id": user.pk,
                 "username": user.get_username(),
                 "balance": snapshot.balance,
+                "held": snapshot.held,
                 "available": snapshot.available,
                 "next_expiry": _iso(snapshot.expiring[0].expires_at if snapshot.expiring else None),
                 "expiring": snapshot.expiring[0].amount if snapshot.expiring else 0,
@@ -62,7 +63,15 @@ Examples:
         qs = (
             balance_list(ledger=ledger)
             .order_by("-balance", "user_id")
-            .values("user_id", f"user__{username_field()}", "balance", "updated_at", "next_expiry")
+            .values(
+                "user_id",
+                f"user__{username_field()}",
+                "balance",
+                "held",
+                "updated_at",
+                "next_expiry",
+                "next_hold_expiry",
+            )
         )
         if top is not None:
             qs = qs[:top]
@@ -73,9 +82,11 @@ Examples:
                 "user_id": r["user_id"],
                 "username": r[f"user__{username_field()}"],
                 "balance": r["balance"],
-                # Only a user whose lots expired before the last sweep costs a read here.
-                "available": r["balance"]
-                if r["next_expiry"] is None or r["next_expiry"] > now
+                "held": r["held"],
+                # Only a user whose lots or holds expired since the last write costs a read here.
+                "available": r["balance"] - r["held"]
+                if (r["next_expiry"] is None or r["next_expiry"] > now)
+                and (r["next_hold_expiry"] is None or r["next_hold_expiry"] > now)
                 else available_get(ledger=ledger, user_id=r["user_id"]),
                 "next_expiry": _iso(r["next_expiry"]),
                 "updated_at": r["updated_at"].isoformat(),
@@ -89,7 +100,7 @@ Examples:
             data = list(rows)
             self.stdout.write(json.dumps(data[0] if single else data, indent=2))
             return
-        columns = ["ledger", "user_id", "username", "balance", "available", "next_expiry"]
+        columns = ["ledger", "user_id", "username", "balance", "held", "available", "next_expiry"]
         columns += ["expiring"] if single else ["updated_at"]
         if fmt == "csv":
             writer = csv.DictWriter(self.stdout, fieldnames=columns, lineterminator="\n")
@@ -101,13 +112,15 @@ Examples:
             line = f"{row['username']} (id {row['user_id']}) in {row['ledger']}: {row['balance']}"
             if row["available"] != row["balance"] or row["next_expiry"]:
                 line += f" (available {row['available']}"
+                if row["held"]:
+                    line += f", held {row['held']}"
                 if row["next_expiry"]:
                     line += f"; {row['expiring']} expire at {row['next_expiry']}"
                 line += ")"
             self.stdout.write(line)
             return
         self.stdout.write(
-            f"{'user_id':>10}  {'username':<30} {'balance':>15} {'available':>15}  "
+            f"{'user_id':>10}  {'username':<30} {'balance':>15} {'held':>12} {'available':>15}  "
             f"{'next_expiry':<32}  updated_at"
         )
         count = 0
@@ -115,6 +128,7 @@ Examples:
             count += 1
             self.stdout.write(
                 f"{row['user_id']:>10}  {row['username']:<30} {row['balance']:>15} "
-                f"{row['available']:>15}  {row['next_expiry'] or '-':<32}  {row['updated_at']}"
+                f"{row['held']:>12} {row['available']:>15}  {row['next_expiry'] or '-':<32}  "
+                f"{row['updated_at']}"
             )
         self.stdout.write(f"({count} balances)")

@@ -20,6 +20,7 @@ from core_ledger.management.base import (
     LONG_STATEMENT_TIMEOUT_MS,
     LedgerCommand,
 )
+from core_ledger.routing import replica_scope
 from core_ledger.selectors import entry_list, username_field
 
 COLUMNS = (
@@ -83,6 +84,12 @@ Examples:
         parser.add_argument("--format", choices=("csv", "jsonl"), default="csv")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # An export may lag a little: it reads from a usable replica when there is one (no
+        # retry on the primary halfway: rows already written would be written twice).
+        with replica_scope():
+            self._export(options)
+
+    def _export(self, options: dict[str, Any]) -> None:
         started = time.perf_counter()
         ledger = self.get_ledger(options["ledger"])
         user = self.get_user(options)

@@ -91,7 +91,7 @@ def test_user_page_shows_available_and_the_next_expirations(
     html = superuser_client.get(reverse("admin:auth_user_change", args=[user.pk])).content.decode()
     balance = ledger.balance_model.objects.get(user=user).balance
     assert (
-        f"<td class='ledger-balance'>{balance}</td><td class='ledger-available'>{balance}</td>"
-        in html
+        f"<td class='ledger-balance'>{balance}</td><td class='ledger-held'>0</td>"
+        f"<td class='ledger-available'>{balance}</td>" in html
     )
     assert f"<td class='ledger-expiring'>7 on {expires_at:%Y-%m-%d %H:%M}</td>" in html

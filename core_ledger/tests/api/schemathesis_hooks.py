@@ -41,9 +41,12 @@ EXCLUSIONS: list[tuple[str, int, str, str | None, str | None]] = [
     # A reason of white space only says nothing; a schema pattern for "not only white space" in
     # both Python's and ECMA's sense is one the generators cannot draw from.
     ("blank reason", 400, "validation_error", "reason", "This field may not be blank."),
+    # A capture takes at most the hold's own amount: which holds exist, and their amounts, is data.
+    ("capture beyond the hold", 400, "validation_error", "amount", "the hold's amount."),
     # JSON Schema 2020-12 counts 2.0 as an integer; the API takes integer literals only.
     ("integer literal", 400, "validation_error", "amount", WHOLE_NUMBER),
     ("integer literal", 400, "validation_error", "user", WHOLE_NUMBER),
+    ("integer literal", 400, "validation_error", "expires_in", WHOLE_NUMBER),
     # Metadata's total size as JSON has no JSON Schema keyword; NUL inside nested values would
     # need a recursive schema, which client generators cannot read.
     # ("At most 4096 bytes as JSON.": no Django import here: st loads this module.)

@@ -24,9 +24,9 @@ def test_my_balance(ledger: AnyLedger, user: Any, api: Any) -> None:
     response = api.get(url(ledger, "balance/"))
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"user", "balance", "updated_at", "available", "expiring"}
+    assert set(body) == {"user", "balance", "updated_at", "held", "available", "expiring"}
     assert body["user"] == user.pk and body["balance"] == 42
-    assert body["available"] == 42 and body["expiring"] == []
+    assert body["available"] == 42 and body["expiring"] == [] and body["held"] == 0
     assert parse_datetime(body["updated_at"]) is not None
 
 
@@ -47,6 +47,7 @@ def test_balance_at_a_past_moment(ledger: AnyLedger, user: Any, api: Any) -> Non
         "user": user.pk,
         "balance": 0,
         "updated_at": None,
+        "held": 0,
         "available": 0,
         "expiring": [],
     }

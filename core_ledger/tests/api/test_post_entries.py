@@ -30,6 +30,7 @@ ENTRY_FIELDS = {
     "created_at",
     "expires_at",
     "drawn_from",
+    "hold",
 }
 
 

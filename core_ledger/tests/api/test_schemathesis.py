@@ -95,9 +95,10 @@ def test_schemathesis_all_checks_all_phases_find_nothing(
 
     outputs = {role: run.communicate(timeout=400)[0] for role, run in runs.items()}
 
-    # Per ledger: balance, balances list and one, entries list, one, post and reverse; plus
-    # /api/ledgers/, /api/balances/ and the token endpoint.
-    expected_operations = 7 * len(registry) + 3
+    # Per ledger: balance, balances list and one, entries list, one, post and reverse, holds
+    # list, one, place, capture and release; plus /api/ledgers/, /api/balances/, /api/events/
+    # and the token endpoint.
+    expected_operations = 12 * len(registry) + 4
     for role, output in outputs.items():
         summary = output[output.find("SUMMARY") :]
         assert runs[role].returncode == 0, f"{role}:\n{output[-20_000:]}"

@@ -9,6 +9,8 @@ import pytest
 from django.core.management.base import CommandError
 
 from core_ledger.ledger import AnyLedger
+from core_ledger.operations import SharedOperation as Op
+from core_ledger.services import hold_place
 from core_ledger.testing import make_user, set_balance
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ def test_one_user_json_by_id(run: Run, ledger: AnyLedger, user: Any) -> None:
         "user_id": user.pk,
         "username": user.username,
         "balance": 12,
+        "held": 0,
         "available": 12,
         "next_expiry": None,
         "expiring": 0,
@@ -104,3 +107,15 @@ def test_bad_top_and_format(run: Run, ledger: AnyLedger, db: None) -> None:
         run("ledger_balance", "--ledger", ledger.label, "--user", "nobody")
     with pytest.raises(CommandError, match="invalid int value"):
         run("ledger_balance", "--ledger", ledger.label, "--user-id", "alice")
+
+
+def test_held_and_available_are_shown(run: Run, ledger: AnyLedger, user: Any) -> None:
+    set_balance(ledger=ledger, user=user, to=40)
+    hold_place(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_SPEND, amount=15)
+    out, _ = run("ledger_balance", "--ledger", ledger.label, "--user", user.username)
+    assert out.strip() == (
+        f"{user.username} (id {user.pk}) in {ledger.label}: 40 (available 25, held 15)"
+    )
+    table, _ = run("ledger_balance", "--ledger", ledger.label, "--format", "json")
+    row = next(r for r in json.loads(table) if r["user_id"] == user.pk)
+    assert (row["balance"], row["held"], row["available"]) == (40, 15, 25)

@@ -157,7 +157,7 @@ def test_generated_app_passes_its_own_tests_in_a_project_copy(tmp_path: Path) ->
     run(python, "manage.py", "makemigrations", "--check", "--dry-run")
     run(python, "manage.py", "check")
     tests = run(python, "-m", "pytest", "app_gamma", "-q", "-p", "no:cacheprovider")
-    assert re.search(r"\b6 passed\b", tests), tests
+    assert re.search(r"\b7 passed\b", tests), tests
     assert "failed" not in tests and "error" not in tests.lower()
     # make test's plain `pytest` collects the new app with no pytest.ini edit.
     collected = run(python, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider")

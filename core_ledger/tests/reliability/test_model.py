@@ -1,10 +1,11 @@
-"""Model-based test: random sequences of posts, claims, reversals and idempotent retries against
-the service layer, each decision and balance compared with a plain-Python model of the rules.
+"""Model-based test: random sequences of posts, claims, reversals, idempotent retries and holds
+(placed, captured, released) against the service layer, each decision and balance compared with a plain-Python model of the rules.
 
 The model below is written from DESIGN.md, not from the service's code: who may post what, which
 operations are fixed, once or daily, the sign of each operation, never-negative balances, a key
 per (ledger, account holder) whose replay returns the original entry and whose reuse with any
-other parameter is refused, reversals once per entry and never of a reversal. After every step
+other parameter is refused, reversals once per entry and never of a reversal; holds that reserve credits every debit must
+leave alone, resolved once, by their placer or a service. After every step
 the stored balances must equal the model's and ``ledger_check`` must find nothing.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import override_settings
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -32,7 +34,14 @@ from hypothesis.stateful import (
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import registry
 from core_ledger.selectors import ledger_check
-from core_ledger.services import MAX_AMOUNT, entry_post, entry_reverse
+from core_ledger.services import (
+    MAX_AMOUNT,
+    entry_post,
+    entry_reverse,
+    hold_capture,
+    hold_place,
+    hold_release,
+)
 from core_ledger.tests.reliability.helpers import make_operator
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -87,7 +96,15 @@ METADATA = st.sampled_from(
 )
 ACTORS = st.sampled_from(["system", "self", "other", "staff"])
 
-STEPS = {"operations": 0, "accepted": 0, "replayed": 0, "refused": 0, "examples": 0}
+STEPS = {
+    "operations": 0,
+    "accepted": 0,
+    "replayed": 0,
+    "refused": 0,
+    "examples": 0,
+    "holds": 0,
+    "captures": 0,
+}
 _names = itertools.count()
 
 
@@ -98,6 +115,16 @@ class ModelEntry:
     operation: str
     amount: int
     reversed: bool = False
+
+
+@dataclass
+class ModelHold:
+    ledger: str
+    user: int
+    operation: str
+    amount: int
+    placed_by: int | None
+    status: str = "pending"
 
 
 @dataclass
@@ -118,6 +145,54 @@ class LedgerModel:
     keys: dict[tuple[str, int, str], tuple[tuple[Any, ...], int]] = field(default_factory=dict)
     claimed_today: set[tuple[str, int]] = field(default_factory=set)
     signed_up: set[tuple[str, int]] = field(default_factory=set)
+    held: dict[tuple[str, int], int] = field(default_factory=dict)
+    holds: dict[tuple[str, int], ModelHold] = field(default_factory=dict)
+
+    def available(self, ledger: str, user: int) -> int:
+        return self.balances[(ledger, user)] - self.held.get((ledger, user), 0)
+
+    def place_hold(
+        self, *, ledger: str, user: int, operation: str, amount: Any, actor: str
+    ) -> Outcome:
+        if operation in ("REVERSAL", "EXPIRY"):
+            return Outcome("refuse", "operation_not_allowed")
+        spec = self.spec(ledger, operation)
+        if spec is None:
+            return Outcome("refuse", "validation_error")
+        sign, posted_by, _, _ = spec
+        if actor != "system":
+            if posted_by == "system":
+                return Outcome("refuse", "operation_not_allowed")
+            if actor != "staff" and (posted_by == "staff" or actor == "other"):
+                return Outcome("refuse", "operation_not_allowed")
+        if sign > 0:  # only debits can be held
+            return Outcome("refuse", "validation_error")
+        if type(amount) is not int or not 1 <= amount <= MAX_AMOUNT:
+            return Outcome("refuse", "validation_error")
+        if self.available(ledger, user) < amount:
+            return Outcome("refuse", "insufficient_credits")
+        return Outcome("ok", amount=amount)
+
+    def resolve_hold(
+        self,
+        *,
+        ledger: str,
+        hold_id: int,
+        capture: bool,
+        amount: Any,
+        actor_id: int | None,
+        staff: bool,
+    ) -> Outcome:
+        hold = self.holds[(ledger, hold_id)]
+        if capture and amount is not None and amount < 1:  # the shape, before anything else
+            return Outcome("refuse", "validation_error")
+        if not (actor_id is None or staff or actor_id == hold.placed_by):
+            return Outcome("refuse", "operation_not_allowed")
+        if capture and amount is not None and amount > hold.amount:
+            return Outcome("refuse", "validation_error")
+        if hold.status != "pending":
+            return Outcome("refuse", "hold_not_pending")
+        return Outcome("ok", amount=(hold.amount if amount is None else amount) if capture else 0)
 
     def spec(self, ledger: str, operation: str) -> tuple[int, str, str, bool] | None:
         return SHARED_SPEC.get(operation) or APP_SPEC[ledger].get(operation)
@@ -174,7 +249,7 @@ class LedgerModel:
             if stored != fingerprint:
                 return Outcome("refuse", "idempotency_key_reused")
             return Outcome("replay", entry_id=entry_id)
-        if self.balances[(ledger, user)] + signed < 0:
+        if signed < 0 and self.available(ledger, user) + signed < 0:
             return Outcome("refuse", "insufficient_credits")
         if frequency == "daily" and (ledger, user) in self.claimed_today:
             return Outcome("refuse", "already_claimed")
@@ -204,7 +279,7 @@ class LedgerModel:
             return Outcome("refuse", "cannot_reverse_reversal")
         if original.reversed:
             return Outcome("refuse", "already_reversed")
-        if self.balances[(ledger, original.user)] - original.amount < 0:
+        if self.available(ledger, original.user) - original.amount < 0:
             return Outcome("refuse", "insufficient_credits")
         return Outcome("ok", amount=-original.amount)
 
@@ -425,6 +500,124 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         STEPS["accepted"] += 1
 
+    @rule(
+        ledger=st.sampled_from(LEDGERS),
+        user=st.integers(0, N_USERS - 1),
+        operation=st.sampled_from(
+            ["CREDIT_SPEND", "CREDIT_SPEND", "GAME_ENTRY_FEE", "PURCHASE", "CREDIT_ADD", "EXPIRY"]
+        ),
+        amount=st.one_of(st.integers(1, 120), st.sampled_from([0, -3, None, MAX_AMOUNT + 1])),
+        actor=ACTORS,
+    )
+    def place_hold(self, ledger: str, user: int, operation: str, amount: Any, actor: str) -> None:
+        STEPS["operations"] += 1
+        target = self.users[user]
+        actor_obj, actor_id = self._actor(actor, target)
+        expected = self.model.place_hold(
+            ledger=ledger, user=target.pk, operation=operation, amount=amount, actor=actor
+        )
+        led = registry.get(ledger)
+        try:
+            result = hold_place(
+                ledger=led,
+                user_id=target.pk,
+                operation=led.operation(operation)
+                if operation in led.operations.values
+                else operation,
+                amount=amount,
+                actor=actor_obj,
+            )
+        except LedgerError as exc:
+            assert expected.kind == "refuse" and exc.code == expected.code, (
+                f"hold {operation} {amount} by {actor}: {exc.code}, model {expected}"
+            )
+            STEPS["refused"] += 1
+            return
+        assert expected.kind == "ok", (
+            f"hold {operation} {amount} by {actor}: placed, model {expected}"
+        )
+        hold = result.hold
+        assert (hold.amount, hold.user_id, hold.status) == (amount, target.pk, "pending")
+        self.model.holds[(ledger, hold.pk)] = ModelHold(
+            ledger, target.pk, operation, amount, actor_id
+        )
+        self.model.held[(ledger, target.pk)] = self.model.held.get((ledger, target.pk), 0) + amount
+        STEPS["accepted"] += 1
+        STEPS["holds"] += 1
+
+    @rule(
+        ledger=st.sampled_from(LEDGERS),
+        user=st.integers(0, N_USERS - 1),
+        amount=st.integers(1, 30),
+        actor=st.sampled_from(["system", "self", "staff"]),
+    )
+    def valid_hold(self, ledger: str, user: int, amount: int, actor: str) -> None:
+        """A well-formed hold (mostly placed), so captures and releases have something to do."""
+        self.place_hold(
+            ledger=ledger, user=user, operation="CREDIT_SPEND", amount=amount, actor=actor
+        )
+
+    @precondition(lambda self: bool(self.model.holds) if hasattr(self, "model") else False)
+    @rule(
+        data=st.data(),
+        capture=st.booleans(),
+        how_much=st.sampled_from(["all", "all", "part", "part", "zero", "over"]),
+        actor=ACTORS,
+    )
+    def resolve_hold(self, data: st.DataObject, capture: bool, how_much: str, actor: str) -> None:
+        STEPS["operations"] += 1
+        # Mostly a pending hold (a resolution to make), sometimes any (a second one to refuse).
+        pending = sorted(k for k, h in self.model.holds.items() if h.status == "pending")
+        pick_pending = bool(pending) and data.draw(st.integers(0, 3)) > 0
+        keys = pending if pick_pending else sorted(self.model.holds)
+        ledger, hold_id = data.draw(st.sampled_from(keys))
+        hold = self.model.holds[(ledger, hold_id)]
+        amount: Any = {
+            "all": None,
+            "zero": 0,
+            "over": hold.amount + 1,
+            "part": data.draw(st.integers(1, hold.amount)),
+        }[how_much]
+        owner = next(u for u in self.users if u.pk == hold.user)
+        actor_obj, actor_id = self._actor(actor, owner)
+        expected = self.model.resolve_hold(
+            ledger=ledger,
+            hold_id=hold_id,
+            capture=capture,
+            amount=amount if capture else None,
+            actor_id=actor_id,
+            staff=actor == "staff",
+        )
+        led = registry.get(ledger)
+        try:
+            if capture:
+                result = hold_capture(ledger=led, hold_id=hold_id, amount=amount, actor=actor_obj)
+            else:
+                result = hold_release(ledger=led, hold_id=hold_id, actor=actor_obj)
+        except LedgerError as exc:
+            assert expected.kind == "refuse" and exc.code == expected.code, (
+                f"{'capture' if capture else 'release'} {hold} ({amount}) by {actor}: "
+                f"{exc.code}, model {expected}"
+            )
+            STEPS["refused"] += 1
+            return
+        assert expected.kind == "ok", f"resolve {hold} by {actor}: done, model {expected}"
+        stored = result.hold
+        hold.status = "captured" if capture else "released"
+        assert stored.status == hold.status
+        self.model.held[(ledger, hold.user)] -= hold.amount
+        if capture:
+            taken = expected.amount
+            assert stored.captured_amount == taken and stored.entry_id is not None
+            entry = led.entry_model.objects.get(pk=stored.entry_id)
+            assert entry.amount == -taken and entry.hold_id == hold_id
+            self.model.balances[(ledger, hold.user)] -= taken
+            self.model.entries[(ledger, entry.pk)] = ModelEntry(
+                ledger, hold.user, hold.operation, -taken
+            )
+            STEPS["captures"] += 1
+        STEPS["accepted"] += 1
+
     # --- invariants ---------------------------------------------------------------------------
 
     @invariant()
@@ -439,7 +632,11 @@ class LedgerMachine(RuleBasedStateMachine):
                     "user_id", "balance"
                 )
             )
+            held = dict(
+                ledger.balance_model.objects.filter(user_id__in=ids).values_list("user_id", "held")
+            )
             for user_id in ids:
+                assert held.get(user_id, 0) == self.model.held.get((label, user_id), 0)
                 assert stored.get(user_id, 0) == self.model.balances[(label, user_id)], (
                     f"{label} user {user_id}: stored {stored.get(user_id)} != "
                     f"model {self.model.balances[(label, user_id)]}"
@@ -455,6 +652,23 @@ def test_service_layer_matches_the_model(figures: Any) -> None:
     """Hypothesis drives the machine; every decision and balance must match the model."""
     for key in STEPS:
         STEPS[key] = 0
+    # Credits that never expire here: lots (the draw order, whole-lot reversals, expiry) are
+    # test_model_lots.py's model; holds on lots are in tests/services/test_holds.py.
+    never = override_settings(
+        SHARED_LEDGER_EXPIRES_AFTER={
+            label: dict.fromkeys(("DAILY_REWARD", "REFERRAL_BONUS")) for label in LEDGERS
+        }
+    )
+    with never:
+        _run_machine()
+    print(f"model test: {STEPS}")
+    for name, value in STEPS.items():
+        figures(f"model {name}", value)
+    assert STEPS["accepted"] > 0 and STEPS["refused"] > 0 and STEPS["replayed"] > 0
+    assert STEPS["holds"] > 0 and STEPS["captures"] > 0
+
+
+def _run_machine() -> None:
     run_state_machine_as_test(
         LedgerMachine,
         settings=settings(
@@ -466,7 +680,3 @@ def test_service_layer_matches_the_model(figures: Any) -> None:
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         ),
     )
-    print(f"model test: {STEPS}")
-    for name, value in STEPS.items():
-        figures(f"model {name}", value)
-    assert STEPS["accepted"] > 0 and STEPS["refused"] > 0 and STEPS["replayed"] > 0

@@ -1,6 +1,6 @@
 """The load of the process-concurrency test and of ``bench/soak.py``: one OS process, its own
-database connection (or HTTP client), random credits, spends, reversals and retried idempotent
-requests on a few hot users for a bounded time, recording every acknowledged and refused write.
+database connection (or HTTP client), random credits, spends, holds (captured, released or left
+to expire), reversals and retried idempotent requests on a few hot users for a bounded time, recording every acknowledged and refused write.
 
 :func:`run_worker` is the child's entry point (spawned, so it sets Django up itself, against the
 database it is told); :func:`verify` is the parent's check of what the children recorded.
@@ -94,10 +94,44 @@ class ServiceTransport:
         return Outcome(True, _entry_dict(e))
 
     def expire(self, ledger: str) -> int:
-        """Run the expiry sweep (what ``ledger_expire`` does) beside the other processes."""
+        """Run the expiry sweeps (what ``ledger_expire`` does) beside the other processes."""
+        from core_ledger.services.holds import holds_expire
         from core_ledger.services.lots import lots_expire
 
-        return lots_expire(ledger=self.registry.get(ledger)).lots
+        led = self.registry.get(ledger)
+        return holds_expire(ledger=led).holds + lots_expire(ledger=led).lots
+
+    def hold(self, ledger: str, user: int, amount: int, expires_in: int) -> Outcome:
+        from core_ledger.exceptions import LedgerError
+        from core_ledger.services import hold_place
+
+        led = self.registry.get(ledger)
+        try:
+            result = hold_place(
+                ledger=led,
+                user_id=user,
+                operation=led.operation("CREDIT_SPEND"),
+                amount=amount,
+                expires_in=expires_in,
+            )
+        except LedgerError as exc:
+            return Outcome(False, code=exc.code)
+        return Outcome(True, {"id": result.hold.pk, "user": user, "amount": amount})
+
+    def resolve(self, ledger: str, user: int, hold_id: int, capture: int | None) -> Outcome:
+        """Capture ``capture`` credits of the hold (None: release it); the capture's entry."""
+        from core_ledger.exceptions import LedgerError
+        from core_ledger.services import hold_capture, hold_release
+
+        led = self.registry.get(ledger)
+        try:
+            if capture is None:
+                hold_release(ledger=led, hold_id=hold_id)
+                return Outcome(True)
+            hold = hold_capture(ledger=led, hold_id=hold_id, amount=capture).hold
+        except LedgerError as exc:
+            return Outcome(False, code=exc.code)
+        return Outcome(True, _capture_dict(hold.entry_id, user, capture))
 
     def recent_entries(self, ledger: str, user: int) -> list[int]:
         model = self.registry.get(ledger).entry_model
@@ -162,6 +196,33 @@ class HttpTransport:
         """Over HTTP the sweep is the ledger's own, before each user's next write: nothing here."""
         return 0
 
+    def hold(self, ledger: str, user: int, amount: int, expires_in: int) -> Outcome:
+        response = self.client.post(
+            f"/api/{ledger}/holds/",
+            json={"operation": "CREDIT_SPEND", "amount": amount, "expires_in": expires_in},
+            headers=self._headers(self.plan.tokens[user], None),
+        )
+        out = self._outcome(response)
+        if out.ok and out.entry is not None:  # the hold, not an entry
+            out.entry = {"id": out.entry["id"], "user": user, "amount": amount}
+        return out
+
+    def resolve(self, ledger: str, user: int, hold_id: int, capture: int | None) -> Outcome:
+        action = "release" if capture is None else "capture"
+        response = self.client.post(
+            f"/api/{ledger}/holds/{hold_id}/{action}/",
+            json={} if capture is None else {"amount": capture},
+            headers=self._headers(self.plan.tokens[user], None),
+        )
+        body = response.json()
+        if response.status_code == 200:
+            if capture is None:
+                return Outcome(True)
+            return Outcome(True, _capture_dict(body["entry"], user, capture))
+        if response.status_code >= 500 and response.status_code != 503:
+            raise AssertionError(f"{response.status_code}: {response.text[:300]}")
+        return Outcome(False, code=body["error"]["code"])
+
     def reverse(self, ledger: str, entry_id: int) -> Outcome:
         response = self.client.post(
             f"/api/{ledger}/entries/{entry_id}/reverse/",
@@ -190,6 +251,17 @@ def _entry_dict(e: Any) -> dict[str, Any]:
         "amount": e.amount,
         "idempotency_key": e.idempotency_key,
         "reverses": e.reverses_id,
+    }
+
+
+def _capture_dict(entry_id: Any, user: int, captured: int) -> dict[str, Any]:
+    """The debit entry a capture posted, as acknowledged."""
+    return {
+        "id": entry_id,
+        "user": user,
+        "amount": -captured,
+        "idempotency_key": None,
+        "reverses": None,
     }
 
 
@@ -237,6 +309,7 @@ def _load(plan: Plan, transport: Any) -> dict[str, Any]:
     started = time.monotonic()
     deadline, hard_deadline = started + plan.seconds, started + 3 * plan.seconds
     serial = 0
+    holds_placed = [0]
 
     def keyed_post(
         ledger: str, user: int, op: str, amount: int, key: str, expires_at: str | None, kind: str
@@ -282,11 +355,30 @@ def _load(plan: Plan, transport: Any) -> dict[str, Any]:
         elif roll < 0.28:
             operations += 1
             transport.expire(ledger)
-        elif roll < 0.60:
+        elif roll < 0.52:
             key = f"w{plan.worker}-{serial}"
             amount = rng.randint(1, 60)
             history.append((ledger, user, "CREDIT_SPEND", amount, key, None))
             keyed_post(ledger, user, "CREDIT_SPEND", amount, key, None, "spend")
+        elif roll < 0.60:
+            # A hold: captured (whole or in part), released, or left to expire (1-2 s).
+            operations += 1
+            amount = rng.randint(1, 40)
+            placed = transport.hold(ledger, user, amount, rng.choice([1, 2, 60]))
+            if not placed.ok:
+                refusals[placed.code] += 1
+                continue
+            holds_placed[0] += 1
+            fate = rng.random()
+            if fate < 0.2:
+                continue  # left to expire (or to the sweeps)
+            operations += 1
+            capture = None if fate < 0.45 else rng.randint(1, amount)
+            out = transport.resolve(ledger, user, placed.entry["id"], capture)
+            if not out.ok:
+                refusals[out.code] += 1
+            elif out.entry is not None:
+                acked.append({**out.entry, "ledger": ledger, "replayed": False, "kind": "capture"})
         elif roll < 0.70 and history:
             keyed_post(*rng.choice(history), kind="retry")
         elif roll < 0.85:
@@ -325,6 +417,7 @@ def _load(plan: Plan, transport: Any) -> dict[str, Any]:
         "refused_keys": never_acked,
         "refusals": dict(refusals),
         "problems": problems,
+        "holds": holds_placed[0],
     }
 
 
@@ -377,6 +470,8 @@ def verify(
         "acknowledged": 0,
         "replays": 0,
         "refusals": Counter(),
+        "holds": sum(r.get("holds", 0) for r in reports),
+        "captures": 0,
     }
     for r in reports:
         figures["refusals"].update(r["refusals"])
@@ -384,6 +479,15 @@ def verify(
         label = ledger.label
         acked = [a for r in reports for a in r["acked"] if a["ledger"] == label]
         figures["acknowledged"] += len(acked)
+        captures = {a["id"] for a in acked if a["kind"] == "capture"}
+        figures["captures"] += len(captures)
+        # Each acknowledged capture is a debit entry naming its hold, and only those name one.
+        named = set(
+            ledger.entry_model.objects.filter(
+                user_id__in=users, pk__gt=baseline[label], hold__isnull=False
+            ).values_list("id", flat=True)
+        )
+        assert named == captures, f"[{label}] captures {sorted(captures)} vs {sorted(named)}"
         figures["replays"] += sum(1 for a in acked if a["replayed"])
         by_id = {a["id"]: a for a in acked}
         stored = {

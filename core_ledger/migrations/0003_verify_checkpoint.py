@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("core_ledger", "0001_api_token"),
+        ("core_ledger", "0002_events"),
     ]
 
     operations = [
