@@ -13,7 +13,7 @@ WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m ledger_project.devd
 DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min} API_THROTTLE_ANON=$${API_THROTTLE_ANON:-100000/min} \
   API_THROTTLE_LOGIN=$${API_THROTTLE_LOGIN:-100000/min}
 
-.PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke clean topology topology-stop topology-status
+.PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke bench-scale clean topology topology-stop topology-status
 
 help:
 	@echo "Development (DEBUG on, the embedded PostgreSQL unless DATABASE_URL is set):"
@@ -38,6 +38,9 @@ help:
 	@echo "  make typecheck    mypy and pyright, both strict"
 	@echo "  make bench        run the benchmarks, about 5 minutes (BENCH_ARGS=..., see bench/README.md)"
 	@echo "  make bench-smoke  a 30-second run of the benchmarks with tiny sizes (what CI runs)"
+	@echo "  make bench-scale  the admin, ledger_verify and ledger_export at 1M and 10M entries, in"
+	@echo "                    its own database bench_scale (up to 15 minutes; BENCH_SCALE_ARGS=--small"
+	@echo "                    for a 30-second check, --export to time the export too)"
 	@echo "Cleaning:"
 	@echo "  make clean        stop the embedded PostgreSQL, delete .venv, .pgdata, staticfiles and caches"
 
@@ -128,6 +131,9 @@ bench: migrate $(PEER_STAMP)
 
 bench-smoke: migrate $(PEER_STAMP)
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python -m bench --smoke
+
+bench-scale: migrate
+	@$(WITH_DB) $(DEV_ENV) $(BIN)/python -m bench.history $(BENCH_SCALE_ARGS)
 
 clean: db-stop
 	rm -rf $(VENV) .pgdata staticfiles .pytest_cache .mypy_cache .ruff_cache bench/.peer

@@ -6,7 +6,7 @@ from importlib import import_module
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.db.models.signals import post_save
+from django.db.models.signals import post_save, pre_migrate
 
 
 class CoreLedgerConfig(AppConfig):
@@ -17,6 +17,9 @@ class CoreLedgerConfig(AppConfig):
     def ready(self) -> None:
         from core_ledger import checks, signals  # noqa: F401  # pyright: ignore[reportUnusedImport]  (registers checks)
 
+        pre_migrate.connect(
+            signals.create_trigram_extension, sender=self, dispatch_uid="core_ledger.pg_trgm"
+        )
         post_save.connect(
             signals.grant_signup_credits,
             sender=settings.AUTH_USER_MODEL,

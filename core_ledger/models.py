@@ -13,6 +13,7 @@ from typing import Any
 import pgtrigger
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex, GinIndex
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
@@ -126,8 +127,38 @@ class AbstractLedgerEntry(models.Model):
             ("view_all_accounts", "Can view every user's balance and entries"),
         ]
         indexes = [
-            models.Index(fields=["user", "id"], name="%(app_label)s_%(class)s_user_id"),
+            # A user's entries in id order, covering the chain's columns: the admin's user
+            # filter, and ledger_verify's balance_after chain as an index-only scan (no sort).
+            models.Index(
+                fields=["user", "id"],
+                include=["amount", "balance_after"],
+                name="%(app_label)s_%(class)s_chain",
+            ),
             models.Index(fields=["user", "created_at"], name="%(app_label)s_%(class)s_user_at"),
+            # The admin on a big ledger (see core_ledger.admin.BigTableAdminMixin): exact
+            # idempotency key without the user, one operation newest first, a time range (BRIN:
+            # created_at follows id in an append-only table, so a few pages of index), and
+            # description words (a trigram GIN that serves ``description ILIKE '%word%'``; the
+            # pg_trgm extension comes with the migrations).
+            models.Index(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="%(app_label)s_%(class)s_key",
+            ),
+            models.Index(fields=["operation", "id"], name="%(app_label)s_%(class)s_op"),
+            BrinIndex(fields=["created_at"], name="%(app_label)s_%(class)s_at"),
+            # The few entries that touch lots (expiring credits, and the debits, reversals and
+            # expiries that moved them): ledger_verify's lot checks read these, not the table.
+            models.Index(
+                fields=["user", "id"],
+                condition=Q(lot_moves__isnull=False) | Q(expires_at__isnull=False),
+                name="%(app_label)s_%(class)s_lots",
+            ),
+            GinIndex(
+                fields=["description"],
+                opclasses=["gin_trgm_ops"],
+                name="%(app_label)s_%(class)s_desc",
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -290,6 +321,10 @@ class AbstractLot(models.Model):
                 condition=Q(remaining__gt=0),
                 name="%(app_label)s_%(class)s_due",
             ),
+            # Every lot of a user (the admin's user filter, ledger_verify of touched users), and
+            # the admin's list in its default order, used up or not.
+            models.Index(fields=["user", "expires_at"], name="%(app_label)s_%(class)s_user"),
+            models.Index(fields=["expires_at", "entry"], name="%(app_label)s_%(class)s_order"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -498,6 +533,29 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.digest[:8]}… ({self.user_id})"  # pyright: ignore[reportAttributeAccessIssue]  # the stubs' plugin adds user_id
+
+
+class VerifyCheckpoint(models.Model):
+    """How far ``ledger_verify`` has proven a ledger: one row per ledger label.
+
+    ``entry_id`` is the high-water mark: every entry with an id up to it was checked, with the
+    balances and lots of its user, by the run that wrote the row. An incremental run
+    (``ledger_verify`` without ``--full``) checks only the entries after it, and the seam: the
+    first new entry of each user chains from that user's last entry at or before the mark.
+    """
+
+    ledger = models.CharField(max_length=100, primary_key=True)
+    entry_id = models.BigIntegerField(help_text="Every entry up to this id has been verified.")
+    verified_at = models.DateTimeField(help_text="When the run that set the mark finished.")
+    full = models.BooleanField(help_text="Whether that run was a full one.")
+    entries_checked = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "core_ledger_verify_checkpoint"
+        verbose_name = "verification checkpoint"
+
+    def __str__(self) -> str:
+        return f"{self.ledger}: verified up to entry {self.entry_id} at {self.verified_at:%Y-%m-%d %H:%M}"
 
 
 # --- change events and webhooks ------------------------------------------------------------------

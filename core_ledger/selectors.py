@@ -7,14 +7,16 @@ A balance is one indexed row read whatever the history length; a past balance is
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import connections
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import BooleanField, Count, Model, Q, QuerySet, Sum
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -586,6 +588,164 @@ def ledger_totals(*, ledger: AnyLedger) -> LedgerTotals:
     return LedgerTotals(outstanding=int(row["outstanding"]), users_with_balance=int(row["users"]))
 
 
+def _totals_key(ledger: AnyLedger) -> str:
+    # The database's name too: two databases (a test one, a bench one) may share one cache.
+    database = connections[ledger.db_alias].settings_dict["NAME"]
+    return f"shared_ledger:totals:{database}:{ledger.label}"
+
+
+def ledger_totals_forget(*, ledger: AnyLedger) -> None:
+    """Drop the cached totals of :func:`ledger_totals_cached` (the next page recomputes them)."""
+    cache.delete(_totals_key(ledger))
+
+
+def ledger_totals_cached(*, ledger: AnyLedger, seconds: int) -> tuple[LedgerTotals, datetime]:
+    """:func:`ledger_totals` and when they were computed, kept in the cache for ``seconds``.
+
+    The aggregate reads the whole balance table (about 0.1 s at 1,000,000 users): a list page
+    that shows it must not pay for it on every request.
+    """
+    from django.utils import timezone
+
+    key = _totals_key(ledger)
+    hit = cache.get(key)
+    if isinstance(hit, tuple) and len(hit) == 3:
+        return LedgerTotals(outstanding=int(hit[0]), users_with_balance=int(hit[1])), hit[2]
+    totals, at = ledger_totals(ledger=ledger), timezone.now()
+    cache.set(key, (totals.outstanding, totals.users_with_balance, at), seconds)
+    return totals, at
+
+
+# --- big tables: counts, pages and searches that do not grow with the table ------------------
+
+
+@dataclass(frozen=True)
+class BoundedCount:
+    """How many rows a list holds, found without counting a big table.
+
+    ``kind`` is ``"exact"`` (at most the cap: counted), ``"estimate"`` (an unfiltered big table:
+    the planner's ``pg_class.reltuples``) or ``"more_than"`` (a filtered list past the cap:
+    ``value`` is the cap + 1).
+    """
+
+    value: int
+    kind: str
+
+
+def table_estimate(*, model: type[Model], using: str) -> int:
+    """The planner's row estimate of ``model``'s table (``pg_class.reltuples``); -1 if unknown."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+            [quote_name(model._meta.db_table)],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else -1
+
+
+def count_bounded(queryset: QuerySet[Any], *, cap: int) -> BoundedCount:
+    """Count at most ``cap`` + 1 rows of ``queryset`` (``COUNT(*)`` over a ``LIMIT`` subquery).
+
+    Past the cap, an unfiltered queryset answers the table's estimate, a filtered one "more than
+    ``cap``". No query ever counts a whole big table.
+    """
+    seen = queryset.order_by().values("pk")[: cap + 1].count()
+    if seen <= cap:
+        return BoundedCount(seen, "exact")
+    if not queryset.query.where:
+        estimate = table_estimate(model=queryset.model, using=queryset.db)
+        return BoundedCount(max(estimate, seen), "estimate")
+    return BoundedCount(seen, "more_than")
+
+
+def page_rows(queryset: QuerySet[Any], *, start: int, stop: int) -> QuerySet[Any]:
+    """Rows ``start``..``stop`` of ``queryset`` in its order, by a deferred join.
+
+    The offset is walked over the ordering index alone (``SELECT pk … OFFSET … LIMIT …``,
+    index-only), then only the page's rows are read with their joins and annotations: a deep
+    page costs its depth in index entries, not in joined rows, and nothing in the table's size.
+    """
+    ids = list(queryset.values_list("pk", flat=True)[start:stop])
+    return queryset.filter(pk__in=ids)
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# Shortest description search the trigram index serves (pg_trgm splits words in 3-letter grams).
+DESCRIPTION_SEARCH_MIN = 3
+_BIGINT_MAX = 2**63 - 1
+
+
+def entry_search(queryset: QuerySet[EntryT], *, term: str) -> QuerySet[EntryT]:
+    """Entries matching the admin's search box, each case served by an index.
+
+    - ``#123``: entry 123. Digits alone: entry 123, user 123's entries, or idempotency key "123".
+    - a username (the user model's ``USERNAME_FIELD``, exact): that user's entries;
+    - anything else: the entries of users whose username starts with it (case-sensitive, the
+      username index's prefix range, at most ``USER_PREFIX_LIMIT`` users), the exact
+      idempotency key, or description containing the text (case-insensitive, through the
+      trigram index; at least 3 characters).
+    """
+    term = term.strip()
+    if not term:
+        return queryset
+    if term.startswith("#") and term[1:].isdigit():
+        number = int(term[1:])
+        return queryset.filter(pk=number) if number <= _BIGINT_MAX else queryset.none()
+    if term.isdigit():
+        number = int(term)
+        if number > _BIGINT_MAX:
+            return queryset.filter(idempotency_key=term)
+        return queryset.filter(Q(pk=number) | Q(user_id=number) | Q(idempotency_key=term))
+    user = user_get(username=term)
+    if user is not None:
+        return queryset.filter(user_id=user.pk)
+    matches = Q(idempotency_key=term)
+    starting = users_starting_with(term)
+    if starting:
+        matches |= Q(user_id__in=starting)
+    if len(term) >= DESCRIPTION_SEARCH_MIN:
+        table = quote_name(queryset.model._meta.db_table)
+        matches |= Q(
+            RawSQL(
+                f"{table}.description ILIKE %s",
+                [_like_pattern(term)],
+                output_field=BooleanField(),
+            )
+        )
+    return queryset.filter(matches)
+
+
+# How many users a username prefix may stand for in a search (the rest are not shown).
+USER_PREFIX_LIMIT = 100
+
+
+def users_starting_with(term: str) -> list[int]:
+    """Ids of the users whose username (``USERNAME_FIELD``) starts with ``term``
+    (case-sensitive: the prefix range of the field's index), at most ``USER_PREFIX_LIMIT``."""
+    User = get_user_model()
+    return list(
+        User._default_manager.filter(**{f"{username_field()}__startswith": term})
+        .order_by(username_field())
+        .values_list("pk", flat=True)[:USER_PREFIX_LIMIT]
+    )
+
+
+def user_search(queryset: QuerySet[Any], *, term: str) -> QuerySet[Any]:
+    """Rows of the users a balance or lot list's search box names: a username
+    (``USERNAME_FIELD``, exact), a user id, else the users whose username starts with it."""
+    term = term.strip()
+    if not term:
+        return queryset
+    user = user_find(text=term) if len(term) <= 150 else None
+    if user is not None:
+        return queryset.filter(user_id=user.pk)
+    return queryset.filter(user_id__in=users_starting_with(term))
+
+
 def user_get(*, username: str | None = None, user_id: int | None = None) -> Any:
     """The user whose username is ``username``, or whose primary key is ``user_id``; None if none.
 
@@ -655,3 +815,343 @@ def active_user_ids(*, chunk_size: int = 2000) -> Iterator[int]:
             return
         yield from ids
         last = ids[-1]
+
+
+# --- verification at size: incremental from a checkpoint, and a streaming full run ------------
+
+
+@dataclass
+class VerifyResult:
+    """What a :func:`ledger_verify_since` or :func:`ledger_verify_full` run found and covered.
+
+    ``discrepancies`` holds at most the run's ``limit`` (``total`` counts them all);
+    ``entries`` is how many entries the run checked and ``last_entry_id`` the highest id it saw
+    (None: the ledger has no entry after ``since``).
+    """
+
+    ledger: str
+    since: int | None
+    entries: int = 0
+    last_entry_id: int | None = None
+    total: int = 0
+    discrepancies: list[Discrepancy] = field(default_factory=list)
+
+    def add(self, found: Discrepancy, limit: int) -> None:
+        self.total += 1
+        if len(self.discrepancies) < limit:
+            self.discrepancies.append(found)
+
+
+@dataclass(frozen=True)
+class VerifyProgress:
+    """Where a full run is: users and entries done so far, out of about how many."""
+
+    ledger: str
+    stage: str
+    users_done: int
+    users_total: int
+    entries: int
+
+
+ProgressCallback = Callable[[VerifyProgress], None]
+DISCREPANCY_LIMIT = 10_000
+
+
+def _restricted_lot_checks(ledger: AnyLedger, users_param: str) -> list[tuple[str, str]]:
+    """``_lot_checks`` and ``_hold_checks`` on some users only (an ``ANY(array)`` parameter):
+    the entry, balance, lot and hold tables become CTEs of those users' rows, each read through
+    an index of its user."""
+    entry_table, balance_table = tables(ledger)
+    lot_table = quote_name(ledger.lot_model._meta.db_table)
+    hold_table = quote_name(ledger.hold_model._meta.db_table)
+    where = f"user_id = ANY({users_param})"
+    ctes = (
+        f"e_src AS (SELECT * FROM {entry_table} WHERE {where}), "
+        f"b_src AS (SELECT * FROM {balance_table} WHERE {where}), "
+        f"l_src AS (SELECT * FROM {lot_table} WHERE {where}), "
+        f"h_src AS (SELECT * FROM {hold_table} WHERE {where})"
+    )
+    restricted = []
+    sources = ("e_src", "b_src", "l_src", "h_src")
+    for kind, sql in [*_lot_checks(*sources), *_hold_checks(*sources)]:
+        body = sql.strip()
+        if body.upper().startswith("WITH "):
+            body = f"WITH {ctes}, {body[5:]}"
+        else:
+            body = f"WITH {ctes} {body}"
+        restricted.append((kind, body))
+    return restricted
+
+
+def _new_entry_event_checks(ledger: AnyLedger) -> list[tuple[str, str]]:
+    """Each entry after ``%(since)s`` has exactly one ``entry.posted`` event (events naming no
+    entry are the full run's to find)."""
+    entry_table, _ = tables(ledger)
+    return [
+        (kind, f"WITH n_src AS (SELECT * FROM {entry_table} WHERE id > %(since)s) {sql.strip()}")
+        for kind, sql in _event_checks("n_src", ledger.label)
+        if kind == "entry_event_missing"
+    ]
+
+
+def _seam_checks(entry_table: str, balance_table: str) -> list[tuple[str, str]]:
+    """The checks of the entries after ``%(since)s``, and of the seam with those before it."""
+    return [
+        (
+            # The first new entry of a user chains from their last entry at or before the mark.
+            "broken_chain",
+            f"""
+            SELECT user_id, id, 'balance_after ' || balance_after || ' != previous ' || prev
+                   || ' + amount ' || amount
+            FROM (SELECT e.user_id, e.id, e.amount, e.balance_after,
+                         coalesce(lag(e.balance_after) OVER (PARTITION BY e.user_id ORDER BY e.id),
+                                  (SELECT p.balance_after FROM {entry_table} p
+                                   WHERE p.user_id = e.user_id AND p.id <= %(since)s
+                                   ORDER BY p.id DESC LIMIT 1),
+                                  0) AS prev
+                  FROM {entry_table} e WHERE e.id > %(since)s) c
+            WHERE balance_after <> prev + amount OR balance_after < 0
+            """,
+        ),
+        (
+            # With the chain unbroken, the balance equals the sum of the entries exactly when it
+            # equals the last entry's balance_after: one read per user touched.
+            "balance_mismatch",
+            f"""
+            SELECT t.user_id, NULL::bigint, 'stored balance ' || coalesce(b.balance::text, 'missing')
+                   || ' != balance_after of the last entry ' || l.balance_after
+            FROM (SELECT DISTINCT user_id FROM {entry_table} WHERE id > %(since)s) t
+            CROSS JOIN LATERAL (SELECT balance_after FROM {entry_table} x WHERE x.user_id = t.user_id
+                                ORDER BY x.id DESC LIMIT 1) l
+            LEFT JOIN {balance_table} b ON b.user_id = t.user_id
+            WHERE b.balance IS DISTINCT FROM l.balance_after
+            """,
+        ),
+        (
+            "negative_balance",
+            f"""
+            SELECT b.user_id, NULL::bigint, 'balance ' || b.balance FROM {balance_table} b
+            WHERE b.balance < 0 AND b.user_id IN (SELECT user_id FROM {entry_table}
+                                                  WHERE id > %(since)s)
+            """,
+        ),
+        (
+            "bad_reversal",
+            f"""
+            SELECT r.user_id, r.id, 'reverses entry ' || r.reverses_id || ' (' ||
+                   CASE WHEN o.user_id <> r.user_id THEN 'another user''s entry'
+                        WHEN o.operation IN ('REVERSAL', 'EXPIRY') THEN 'a ' || lower(o.operation)
+                        ELSE 'amount ' || r.amount || ' is not the opposite of ' || o.amount END || ')'
+            FROM {entry_table} r JOIN {entry_table} o ON o.id = r.reverses_id
+            WHERE r.id > %(since)s AND r.reverses_id IS NOT NULL
+              AND (o.user_id <> r.user_id OR o.operation IN ('REVERSAL', 'EXPIRY')
+                   OR r.amount <> -o.amount)
+            """,
+        ),
+        (
+            "day_mismatch",
+            f"""
+            SELECT user_id, id, 'day ' || day || ' is not the UTC date of created_at ' || created_at
+            FROM {entry_table} WHERE id > %(since)s AND day <> (created_at AT TIME ZONE 'UTC')::date
+            """,
+        ),
+    ]
+
+
+def ledger_verify_since(
+    *, ledger: AnyLedger, since: int, limit: int = DISCREPANCY_LIMIT
+) -> VerifyResult:
+    """Check only what is new since entry ``since`` (a checkpoint), and the seam with the rest.
+
+    The entries after ``since``: each one's ``balance_after`` chains from the user's previous
+    entry (for the first new entry of a user, their last entry at or before ``since``), each
+    reversal undoes one entry of its user, each ``day`` is its UTC date. The users they moved:
+    the balance row equals their last entry's ``balance_after``, none is negative, and their
+    lots hold (every lot check of :func:`ledger_check`, on those users' lots and lot-moving
+    entries). Costs the new entries plus the touched users' lots, never the whole history.
+    """
+    entry_table, balance_table = tables(ledger)
+    result = VerifyResult(ledger=ledger.label, since=since)
+    with connections[ledger.db_alias].cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*), max(id), coalesce(array_agg(DISTINCT user_id), '{{}}') "
+            f"FROM {entry_table} WHERE id > %s",
+            [since],
+        )
+        count, last_id, users = cursor.fetchone()
+        result.entries, result.last_entry_id = int(count), last_id
+        if not count:
+            return result
+        checks: list[tuple[str, str, dict[str, Any]]] = [
+            (kind, sql, {"since": since}) for kind, sql in _seam_checks(entry_table, balance_table)
+        ]
+        checks += [
+            (kind, sql, {"users": list(users)})
+            for kind, sql in _restricted_lot_checks(ledger, "%(users)s")
+        ]
+        checks += [(kind, sql, {"since": since}) for kind, sql in _new_entry_event_checks(ledger)]
+        for kind, sql, params in checks:
+            cursor.execute(sql, params)
+            for user_id, entry_id, detail in cursor.fetchall():
+                result.add(Discrepancy(ledger.label, kind, user_id, entry_id, detail), limit)
+    return result
+
+
+def _range_checks(entry_table: str, balance_table: str) -> list[tuple[str, str]]:
+    """Per-user checks on the users in ``[%(lo)s, %(hi)s)``: index-only scans of the covering
+    (user, id) index, in (user, id) order, so the chain needs no sort."""
+    in_range = "user_id >= %(lo)s AND user_id < %(hi)s"
+    return [
+        (
+            "broken_chain",
+            f"""
+            SELECT user_id, id, 'balance_after ' || balance_after || ' != previous ' || prev
+                   || ' + amount ' || amount
+            FROM (SELECT user_id, id, amount, balance_after,
+                         coalesce(lag(balance_after) OVER (PARTITION BY user_id ORDER BY id), 0)
+                           AS prev
+                  FROM {entry_table} WHERE {in_range}) c
+            WHERE balance_after <> prev + amount OR balance_after < 0
+            """,
+        ),
+        (
+            "balance_mismatch",
+            f"""
+            SELECT coalesce(b.user_id, s.user_id), NULL::bigint,
+                   'stored balance ' || coalesce(b.balance, 0) || ' != sum of entries '
+                   || coalesce(s.total, 0)
+            FROM (SELECT user_id, balance FROM {balance_table} WHERE {in_range}) b
+            FULL OUTER JOIN (SELECT user_id, sum(amount) AS total
+                             FROM {entry_table} WHERE {in_range} GROUP BY user_id) s
+              ON s.user_id = b.user_id
+            WHERE coalesce(b.balance, 0) <> coalesce(s.total, 0)
+            """,
+        ),
+        (
+            "negative_balance",
+            f"SELECT user_id, NULL::bigint, 'balance ' || balance FROM {balance_table} "
+            f"WHERE {in_range} AND balance < 0",
+        ),
+    ]
+
+
+def ledger_verify_full(
+    *,
+    ledger: AnyLedger,
+    users_per_batch: int = 20_000,
+    ids_per_batch: int = 1_000_000,
+    limit: int = DISCREPANCY_LIMIT,
+    on_progress: ProgressCallback | None = None,
+) -> VerifyResult:
+    """Every invariant of :func:`ledger_check`, streamed in batches: constant memory at any size.
+
+    Users are checked ``users_per_batch`` ids at a time (chain, balance = sum of entries, no
+    negative balance: index-only scans of the covering (user, id) index, no sort), then the
+    entries ``ids_per_batch`` ids at a time (each ``day`` is its UTC date), then reversals
+    (the unique index on ``reverses``) and the lots (the partial index of lot-moving entries).
+    ``on_progress`` is called after each batch.
+    """
+    entry_table, balance_table = tables(ledger)
+    lot_table = quote_name(ledger.lot_model._meta.db_table)
+    result = VerifyResult(ledger=ledger.label, since=None)
+    with connections[ledger.db_alias].cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT min(user_id) FROM {entry_table}), (SELECT max(user_id) FROM {entry_table}),"
+            f" (SELECT min(user_id) FROM {balance_table}), (SELECT max(user_id) FROM {balance_table}),"
+            f" (SELECT max(id) FROM {entry_table})"
+        )
+        lo_e, hi_e, lo_b, hi_b, last_id = cursor.fetchone()
+        result.last_entry_id = last_id
+        lows = [v for v in (lo_e, lo_b) if v is not None]
+        highs = [v for v in (hi_e, hi_b) if v is not None]
+        if lows:
+            first, last = min(lows), max(highs)
+            total_users = last - first + 1
+            for lo in range(first, last + 1, users_per_batch):
+                hi = lo + users_per_batch
+                for kind, sql in _range_checks(entry_table, balance_table):
+                    cursor.execute(sql, {"lo": lo, "hi": hi})
+                    for user_id, entry_id, detail in cursor.fetchall():
+                        result.add(
+                            Discrepancy(ledger.label, kind, user_id, entry_id, detail), limit
+                        )
+                cursor.execute(
+                    f"SELECT count(*) FROM {entry_table} WHERE user_id >= %s AND user_id < %s",
+                    [lo, hi],
+                )
+                result.entries += int(cursor.fetchone()[0])
+                if on_progress:
+                    on_progress(
+                        VerifyProgress(
+                            ledger.label,
+                            "users",
+                            min(hi, last + 1) - first,
+                            total_users,
+                            result.entries,
+                        )
+                    )
+        day_sql = (
+            f"SELECT user_id, id, 'day ' || day || ' is not the UTC date of created_at ' || "
+            f"created_at FROM {entry_table} WHERE id >= %s AND id < %s "
+            "AND day <> (created_at AT TIME ZONE 'UTC')::date"
+        )
+        for lo in range(0, (last_id or 0) + 1, ids_per_batch):
+            cursor.execute(day_sql, [lo, lo + ids_per_batch])
+            for user_id, entry_id, detail in cursor.fetchall():
+                result.add(
+                    Discrepancy(ledger.label, "day_mismatch", user_id, entry_id, detail), limit
+                )
+            if on_progress:
+                done = min(lo + ids_per_batch, (last_id or 0) + 1)
+                on_progress(
+                    VerifyProgress(
+                        ledger.label, "entries", done, (last_id or 0) + 1, result.entries
+                    )
+                )
+        # Reversals from the seam's check with the mark at 0: "reverses_id IS NOT NULL" reads
+        # the unique index on reverses, not the table.
+        reversals = [
+            check
+            for check in _seam_checks(entry_table, balance_table)
+            if check[0] == "bad_reversal"
+        ]
+        for kind, sql in reversals:
+            cursor.execute(sql, {"since": 0})
+            for user_id, entry_id, detail in cursor.fetchall():
+                result.add(Discrepancy(ledger.label, kind, user_id, entry_id, detail), limit)
+        hold_table = quote_name(ledger.hold_model._meta.db_table)
+        for kind, sql in [
+            *_lot_checks(entry_table, balance_table, lot_table, hold_table),
+            *_hold_checks(entry_table, balance_table, lot_table, hold_table),
+            *_event_checks(entry_table, ledger.label),
+        ]:
+            cursor.execute(sql)
+            for user_id, entry_id, detail in cursor.fetchall():
+                result.add(Discrepancy(ledger.label, kind, user_id, entry_id, detail), limit)
+    return result
+
+
+def verify_checkpoint_get(*, ledger: AnyLedger) -> Any:
+    """The ledger's :class:`~core_ledger.models.VerifyCheckpoint`, or None before its first run."""
+    from core_ledger.models import VerifyCheckpoint
+
+    return VerifyCheckpoint.objects.using(ledger.db_alias).filter(ledger=ledger.label).first()
+
+
+def settled_entry_id(*, ledger: AnyLedger, settle_seconds: int, at_most: int) -> int | None:
+    """The highest entry id at most ``at_most`` among entries older than ``settle_seconds``.
+
+    A checkpoint stops there, not at the newest id seen: an id is taken before its transaction
+    commits, so an entry with a smaller id may still commit after the run; entries of the last
+    ``settle_seconds`` are checked again by the next run instead of being skipped for good.
+    """
+    entry_table, _ = tables(ledger)
+    with connections[ledger.db_alias].cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {entry_table} WHERE id <= %s "
+            "AND created_at <= statement_timestamp() - make_interval(secs => %s) "
+            "ORDER BY id DESC LIMIT 1",
+            [at_most, settle_seconds],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else None

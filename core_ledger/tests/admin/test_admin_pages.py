@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from core_ledger.ledger import AnyLedger
-from core_ledger.selectors import ledger_totals
+from core_ledger.selectors import ledger_totals, ledger_totals_forget
 from core_ledger.testing import make_user, set_balance
 
 
@@ -148,14 +148,14 @@ def test_entries_changelist_columns_filter_and_search(
         "created_at",
         "reversed_flag",
     ]
-    assert changelist.date_hierarchy == "created_at"
+    assert changelist.date_hierarchy is None  # a date drill-down reads the whole table
 
     filtered = staff_client.get(
         url(ledger.entry_model, "changelist") + f"?user__id__exact={other_user.pk}"
     )
     assert {e.user_id for e in filtered.context["cl"].result_list} == {other_user.pk}
 
-    searched = staff_client.get(url(ledger.entry_model, "changelist") + f"?q={user.email}")
+    searched = staff_client.get(url(ledger.entry_model, "changelist") + f"?q={user.username}")
     assert {e.user_id for e in searched.context["cl"].result_list} == {user.pk}
 
 
@@ -166,6 +166,7 @@ def test_balances_changelist_shows_totals_and_links_to_entries(
     zero = make_user()
     set_balance(ledger=ledger, user=zero, to=0)
     totals = ledger_totals(ledger=ledger)
+    ledger_totals_forget(ledger=ledger)  # cached for a minute by the page
     assert totals.outstanding >= 700 and totals.users_with_balance >= 1
 
     response = staff_client.get(url(ledger.balance_model, "changelist"))
@@ -173,7 +174,8 @@ def test_balances_changelist_shows_totals_and_links_to_entries(
     assert f'id="ledger-outstanding">{totals.outstanding}<' in html
     assert f'id="ledger-users-with-balance">{totals.users_with_balance}<' in html
     rows = list(response.context["cl"].result_list)
-    assert rows[0].balance == max(r.balance for r in rows)  # largest first
+    # User id order: the primary key, so a page costs the same at 1,000,000 users.
+    assert [r.user_id for r in rows] == sorted(r.user_id for r in rows)
     entries_link = url(ledger.entry_model, "changelist") + f"?user__id__exact={user.pk}"
     assert entries_link in html
 

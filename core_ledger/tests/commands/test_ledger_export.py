@@ -87,3 +87,42 @@ def test_chunk_boundaries_lose_and_repeat_nothing(
         ids = [json.loads(line)["id"] for line in lines]
     assert ids == list(ledger.entry_model.objects.order_by("id").values_list("id", flat=True))
     assert len(ids) == 5 + ledger.entry_model.objects.exclude(user=user).count()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_throughput_goes_to_stderr_and_the_stream_stays_clean(
+    run: Run, ledger: AnyLedger, user: Any, fmt: str
+) -> None:
+    set_balance(ledger=ledger, user=user, to=500)
+    count = ledger.entry_model.objects.count()
+    out, err = run("ledger_export", "--ledger", ledger.label, "--format", fmt)
+    assert "rows/s" not in out and "exported" not in out
+    lines = [line for line in out.splitlines() if line]
+    assert len(lines) == count + (1 if fmt == "csv" else 0)  # the header
+    assert err.startswith(f"{ledger.label}: exported {count:,} entries in ")
+    assert err.rstrip().endswith("rows/s)")
+
+
+def test_metadata_is_written_as_json_with_sorted_keys(
+    run: Run, ledger: AnyLedger, user: Any
+) -> None:
+    """Empty metadata goes out as the database's text, the rest parsed and re-sorted: either
+    way the same JSON as json.dumps(metadata, sort_keys=True)."""
+    from core_ledger.operations import SharedOperation as Op
+    from core_ledger.services import entry_post
+
+    meta = {"zeta": 1, "alpha": {"b": [1, 2.5, None], "a": "é"}, "mid": True}
+    entry = entry_post(
+        ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=3, metadata=meta
+    ).entry
+    out, _ = run("ledger_export", "--ledger", ledger.label, "--user-id", str(user.pk))
+    rows = {int(r["id"]): r for r in csv.DictReader(io.StringIO(out))}
+    assert rows[entry.pk]["metadata"] == json.dumps(meta, ensure_ascii=False, sort_keys=True)
+    others = [r for pk, r in rows.items() if pk != entry.pk]
+    assert others and all(r["metadata"] == "{}" for r in others)
+    out, _ = run(
+        "ledger_export", "--ledger", ledger.label, "--user-id", str(user.pk), "--format", "jsonl"
+    )
+    records = {r["id"]: r for r in map(json.loads, out.splitlines())}
+    assert records[entry.pk]["metadata"] == meta
+    assert all(r["metadata"] == {} for pk, r in records.items() if pk != entry.pk)
