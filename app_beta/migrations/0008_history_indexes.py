@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("app_alpha", "0006_merge_0004_holds_0005_entry_events"),
+        ("app_beta", "0007_hold_events"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -26,57 +26,57 @@ class Migration(migrations.Migration):
             "CREATE EXTENSION IF NOT EXISTS pg_trgm", reverse_sql=migrations.RunSQL.noop
         ),
         AddIndexConcurrently(
-            model_name="alphaentry",
+            model_name="betaentry",
             index=models.Index(
                 fields=["user", "id"],
                 include=("amount", "balance_after"),
-                name="app_alpha_alphaentry_chain",
+                name="app_beta_betaentry_chain",
             ),
         ),
         AddIndexConcurrently(
-            model_name="alphaentry",
+            model_name="betaentry",
             index=models.Index(
                 condition=models.Q(("idempotency_key__isnull", False)),
                 fields=["idempotency_key"],
-                name="app_alpha_alphaentry_key",
+                name="app_beta_betaentry_key",
             ),
         ),
         AddIndexConcurrently(
-            model_name="alphaentry",
-            index=models.Index(fields=["operation", "id"], name="app_alpha_alphaentry_op"),
+            model_name="betaentry",
+            index=models.Index(fields=["operation", "id"], name="app_beta_betaentry_op"),
         ),
         AddIndexConcurrently(
-            model_name="alphaentry",
+            model_name="betaentry",
             index=django.contrib.postgres.indexes.BrinIndex(
-                fields=["created_at"], name="app_alpha_alphaentry_at"
+                fields=["created_at"], name="app_beta_betaentry_at"
             ),
         ),
         AddIndexConcurrently(
-            model_name="alphaentry",
+            model_name="betaentry",
             index=models.Index(
                 condition=models.Q(
                     ("lot_moves__isnull", False), ("expires_at__isnull", False), _connector="OR"
                 ),
                 fields=["user", "id"],
-                name="app_alpha_alphaentry_lots",
+                name="app_beta_betaentry_lots",
             ),
         ),
         AddIndexConcurrently(
-            model_name="alphaentry",
+            model_name="betaentry",
             index=django.contrib.postgres.indexes.GinIndex(
-                fields=["description"], name="app_alpha_alphaentry_desc", opclasses=["gin_trgm_ops"]
+                fields=["description"], name="app_beta_betaentry_desc", opclasses=["gin_trgm_ops"]
             ),
         ),
         AddIndexConcurrently(
-            model_name="alphalot",
-            index=models.Index(fields=["user", "expires_at"], name="app_alpha_alphalot_user"),
+            model_name="betalot",
+            index=models.Index(fields=["user", "expires_at"], name="app_beta_betalot_user"),
         ),
         AddIndexConcurrently(
-            model_name="alphalot",
-            index=models.Index(fields=["expires_at", "entry"], name="app_alpha_alphalot_order"),
+            model_name="betalot",
+            index=models.Index(fields=["expires_at", "entry"], name="app_beta_betalot_order"),
         ),
         RemoveIndexConcurrently(
-            model_name="alphaentry",
-            name="app_alpha_alphaentry_user_id",
+            model_name="betaentry",
+            name="app_beta_betaentry_user_id",
         ),
     ]

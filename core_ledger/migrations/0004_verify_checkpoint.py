@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("core_ledger", "0002_events"),
+        ("core_ledger", "0003_hold_event_types"),
     ]
 
     operations = [
