@@ -37,7 +37,6 @@ from django.utils.safestring import SafeString
 
 from core_ledger import (
     token_admin,  # noqa: F401  # pyright: ignore[reportUnusedImport]  # registers the API token admin
-    webhook_admin,  # noqa: F401  # pyright: ignore[reportUnusedImport]  # registers the events and webhooks admin
 )
 from core_ledger.exceptions import LedgerError
 from core_ledger.ledger import AnyLedger, PostedBy, registry
@@ -818,8 +817,12 @@ class HoldStatusFilter(admin.SimpleListFilter):
         return hold_status_filter(queryset, value) if value else queryset
 
 
-class HoldAdmin(LedgerModelAdmin):
-    """Holds of one ledger: who, what, how much, until when; release through the service."""
+class HoldAdmin(BigTableAdminMixin, LedgerModelAdmin):
+    """Holds of one ledger: who, what, how much, until when; release through the service.
+
+    Built for tables that grow for years (:class:`BigTableAdminMixin`): newest first by primary
+    key, no count of the whole table, no date hierarchy; search by the user or an exact
+    idempotency key (both indexed)."""
 
     list_display = (
         "id",
@@ -834,11 +837,10 @@ class HoldAdmin(LedgerModelAdmin):
     )
     list_display_links = ("id",)
     list_filter = (HoldStatusFilter, "operation", ("expires_at", admin.DateFieldListFilter))
-    search_fields = ("=idempotency_key", "description")  # and the user's: see get_search_fields
+    search_fields = ("=idempotency_key",)  # and the user's: see get_search_fields
     list_select_related = ("user",)
     list_per_page = 100
-    show_full_result_count = False
-    date_hierarchy = "created_at"
+    sortable_by = ("id",)
     actions = ["release_selected"]
     fields = (
         "id",
@@ -901,3 +903,9 @@ class HoldAdmin(LedgerModelAdmin):
             self.message_user(
                 request, f"Released {len(done)} holds: {', '.join(done)}.", messages.SUCCESS
             )
+
+
+# Registers the events and webhooks admin, which builds on BigTableAdminMixin above.
+from core_ledger import (  # noqa: E402
+    webhook_admin,  # noqa: F401  # pyright: ignore[reportUnusedImport]
+)

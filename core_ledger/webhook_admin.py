@@ -15,6 +15,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from core_ledger.admin import BigTableAdminMixin
 from core_ledger.exceptions import LedgerError
 from core_ledger.models import Event, WebhookDelivery, WebhookEndpoint
 from core_ledger.services import webhooks
@@ -120,8 +121,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # pyrig
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # pyright: ignore[reportMissingTypeArgument]  # generic in the stubs only
-    """Every delivery attempt: when, which event to which endpoint, the answer or the error."""
+class WebhookDeliveryAdmin(BigTableAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]  # pyright: ignore[reportMissingTypeArgument]  # generic in the stubs only
+    """Every delivery attempt: when, which event to which endpoint, the answer or the error.
+    The log grows with every attempt: no count of the whole table (:class:`BigTableAdminMixin`).
+    """
 
     list_display = (
         "created_at",
@@ -164,9 +167,13 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # pyrig
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # pyright: ignore[reportMissingTypeArgument]  # generic in the stubs only
-    """The change events, read-only (``view_event``)."""
+class EventAdmin(BigTableAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]  # pyright: ignore[reportMissingTypeArgument]  # generic in the stubs only
+    """The change events, read-only (``view_event``): one per entry and hold change, so as big
+    as the ledgers; newest first by id, no count of the whole table (:class:`BigTableAdminMixin`).
+    """
 
+    ordering = ("-id",)
+    sortable_by = ("id",)
     list_display = ("id", "type", "ledger", "object_id", "created_at", "xid")
     list_filter = ("type", "ledger")
     readonly_fields = ("id", "xid", "type", "ledger", "object_id", "created_at", "data")
