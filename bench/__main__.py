@@ -23,6 +23,7 @@ SCENARIOS = (
     "balance_reads",
     "bulk_grant",
     "rest",
+    "pool",
     "lots",
     "holds",
     "events",

@@ -47,7 +47,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_gunicorn(url: str, port: int) -> subprocess.Popen[bytes]:
+def start_gunicorn(url: str, port: int, **env: str) -> subprocess.Popen[bytes]:
+    """gunicorn on ``port`` with the bench's settings (``env`` overrides, e.g. the pool)."""
     proc = subprocess.Popen(
         [
             str(BASE_DIR / ".venv" / "bin" / "gunicorn")
@@ -68,7 +69,7 @@ def start_gunicorn(url: str, port: int) -> subprocess.Popen[bytes]:
             "warning",
         ],
         cwd=BASE_DIR,
-        env=bench_env(url, CONN_MAX_AGE="600"),
+        env=bench_env(url, **{"CONN_MAX_AGE": "600", **env}),
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
