@@ -287,10 +287,11 @@ class GunicornServer:
         self.__exit__(None, None, None)
         raise AssertionError("gunicorn did not become healthy")
 
-    def output(self) -> str:
+    def output(self, tail: int | None = 4000) -> str:
+        """What the server printed: the last ``tail`` characters (all of it with None)."""
         self.log.seek(0)
         text: str = self.log.read().decode(errors="replace")
-        return text[-4000:]
+        return text if tail is None else text[-tail:]
 
     def __exit__(self, *exc: Any) -> None:
         if self.process is not None and self.process.poll() is None:
