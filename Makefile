@@ -118,12 +118,14 @@ typecheck: db
 check: lint typecheck
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
 
-# The bench's peer (django-hordak and what it needs beyond our requirements) goes into bench/.peer
+# The bench's peer (django-hordak and what it needs beyond our requirements) goes into
+# .venv/bench-peer, a folder that is not on the virtualenv's import path
 # for the peer's worker processes only (bench/peer/__init__.py): never into .venv.
-PEER_STAMP := bench/.peer/.installed
+PEER_DIR := $(VENV)/bench-peer
+PEER_STAMP := $(PEER_DIR)/.installed
 $(PEER_STAMP): bench/peer/requirements.txt $(STAMP)
-	rm -rf bench/.peer
-	$(BIN)/python -m pip install --quiet --no-deps --target bench/.peer -r bench/peer/requirements.txt
+	rm -rf $(PEER_DIR)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(PEER_DIR) -r bench/peer/requirements.txt
 	@touch $(PEER_STAMP)
 
 bench: migrate $(PEER_STAMP)
@@ -136,4 +138,4 @@ bench-scale: migrate
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python -m bench.history $(BENCH_SCALE_ARGS)
 
 clean: db-stop
-	rm -rf $(VENV) .pgdata staticfiles .pytest_cache .mypy_cache .ruff_cache bench/.peer
+	rm -rf $(VENV) .pgdata staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,7 @@ from bench.common import BASE_DIR, libpq_url, with_database
 from bench.interleave import CommandSide
 
 PEER_DB = "bench_hordak"
-PEER_PACKAGES = BASE_DIR / "bench" / ".peer"
+PEER_PACKAGES = BASE_DIR / ".venv" / "bench-peer"
 NAME = "django-hordak 2.0"
 # What the peer does not do, which the project does on every post: said beside its figures.
 CAVEATS = "the peer neither refuses overdrafts nor keeps idempotency keys"
