@@ -13,13 +13,14 @@ WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m ledger_project.devd
 DEV_ENV = DEBUG=$${DEBUG:-1} API_THROTTLE_USER=$${API_THROTTLE_USER:-100000/min} API_THROTTLE_ANON=$${API_THROTTLE_ANON:-100000/min} \
   API_THROTTLE_LOGIN=$${API_THROTTLE_LOGIN:-100000/min}
 
-.PHONY: help install db db-start db-stop migrate demo run serve test lint typecheck check bench bench-smoke bench-scale clean topology topology-stop topology-status
+.PHONY: help install db db-start db-stop migrate demo run serve test pgbouncer lint typecheck check bench bench-smoke bench-scale clean topology topology-stop topology-status
 
 help:
 	@echo "Development (DEBUG on, the embedded PostgreSQL unless DATABASE_URL is set):"
 	@echo "  make run          set up, load the demo data, serve on http://$(HOST):$(PORT) (PORT=... to change)"
 	@echo "  make test         set up and run the whole test suite (PYTEST_ARGS=... to pass arguments)"
 	@echo "  make install      create .venv and install requirements-dev.txt"
+	@echo "  make pgbouncer    install Debian's pgbouncer if missing (make test does; one test needs it)"
 	@echo "  make db           start (or describe) the database in use; db-start is the same"
 	@echo "  make db-stop      stop the embedded PostgreSQL"
 	@echo "  make migrate      migrate and collect static files"
@@ -102,7 +103,16 @@ topology-stop:
 topology-status:
 	@$(BIN)/python -m ledger_project.topology status
 
-test: db
+# PgBouncer (Debian's package) for the test that runs the API through it in transaction mode:
+# installed when missing and apt-get can (as root, on this kind of machine); the test fails and
+# says how to install it otherwise.
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
+	  (apt-get install -y -q pgbouncer >/dev/null 2>&1 || \
+	   { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q pgbouncer >/dev/null 2>&1; }) || \
+	  echo "pgbouncer could not be installed (apt-get install -y pgbouncer): its test will fail"
+
+test: db pgbouncer
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/python manage.py collectstatic --noinput -v0
 	@$(WITH_DB) $(DEV_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
