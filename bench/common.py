@@ -274,8 +274,6 @@ def _worker(
     import random
 
     rng = random.Random(index * 7919 + 1)
-    latencies: list[float] = []
-    ops = errors = 0
     try:
         op = factory(index)
         for _ in range(3):  # warm-up: connection, caches, prepared statements
@@ -285,9 +283,18 @@ def _worker(
         results.put(("error", index, repr(exc)))
         return
     barrier.wait()
-    start = time.perf_counter()
+    ops, errors, seconds, latencies = run_for(op, rng, duration)
+    results.put(("ok", index, ops, errors, seconds, latencies))
+
+
+def run_for(
+    op: Callable[[Any], None], rng: Any, duration: float
+) -> tuple[int, int, float, list[float]]:
+    """Call ``op(rng)`` back to back for ``duration`` seconds: (ops, errors, seconds, latencies)."""
+    latencies: list[float] = []
+    ops = errors = 0
+    start = now = time.perf_counter()
     end = start + duration
-    now = start
     while now < end:
         t0 = now
         try:
@@ -297,7 +304,7 @@ def _worker(
             errors += 1
         now = time.perf_counter()
         latencies.append(now - t0)
-    results.put(("ok", index, ops, errors, now - start, latencies))
+    return ops, errors, now - start, latencies
 
 
 def timed_pool(factory: WorkerFactory, processes: int, duration: float) -> Run:

@@ -19,12 +19,11 @@ import json
 import multiprocessing as mp
 import statistics
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from bench.common import Run, WorkerFactory, _close_django_connections
+from bench.common import Run, WorkerFactory, _close_django_connections, run_for
 
 
 def serve_slices(op: Callable[[Any], None], index: int, recv: Any, send: Any) -> None:
@@ -40,20 +39,7 @@ def serve_slices(op: Callable[[Any], None], index: int, recv: Any, send: Any) ->
         command = recv()
         if command[0] != "go":
             return
-        latencies: list[float] = []
-        ops = errors = 0
-        start = now = time.perf_counter()
-        end = start + float(command[1])
-        while now < end:
-            t0 = now
-            try:
-                op(rng)
-                ops += 1
-            except Exception:
-                errors += 1
-            now = time.perf_counter()
-            latencies.append(now - t0)
-        send(("done", ops, errors, now - start, latencies))
+        send(("done", *run_for(op, rng, float(command[1]))))
 
 
 class Side(Protocol):
