@@ -163,7 +163,7 @@ def _entries_data(events: Sequence[Event]) -> dict[int, dict[str, Any]]:
     have changed since, and it is shown as it was then (null: a later reversal is an event of
     its own). One query per ledger for a whole page.
     """
-    from core_ledger.api.serializers import entry_serializer_for
+    from core_ledger.api.serializers import entry_representation
 
     wanted: dict[str, list[int]] = {}
     for event in events:
@@ -177,9 +177,7 @@ def _entries_data(events: Sequence[Event]) -> dict[int, dict[str, Any]]:
     data: dict[int, dict[str, Any]] = {}
     for event in events:
         entry = rows.get((event.ledger, event.object_id))
-        shown: dict[str, Any] = (
-            {} if entry is None else dict(entry_serializer_for(event.ledger)(entry).data)
-        )
+        shown: dict[str, Any] = {} if entry is None else entry_representation(event.ledger, entry)
         shown["balance"] = event.data.get("balance")
         data[event.id] = shown
     return data
