@@ -202,6 +202,16 @@ class BigChangeList(ChangeList):
         return self.get_query_string(remove=[CURSOR_VAR, PAGE_VAR])
 
 
+def _lot_moves_text(moves: list[list[Any]], *, signed: bool) -> str:
+    """``lot_moves`` for a person: ``+5 lot #12, -3 never-expiring credits`` (signed), or the
+    credits taken without their sign (a hold's reservation)."""
+    return ", ".join(
+        f"{f'{delta:+d}' if signed else -delta} "
+        f"{'never-expiring credits' if lot is None else f'lot #{lot}'}"
+        for lot, delta in moves
+    )
+
+
 class BigTableAdminMixin(_ModelAdmin):
     """For changelists over tables that grow for years (entries, balances, lots, holds, events).
 
@@ -405,12 +415,7 @@ class EntryAdmin(BigTableAdminMixin, LedgerModelAdmin):
     @admin.display(description="lots moved")
     def drawn_from(self, obj: Any) -> str:
         """Which lots the entry drew from (debits) or gave back to (reversals), in order."""
-        if not obj.lot_moves:
-            return "—"
-        return ", ".join(
-            f"{delta:+d} {'never-expiring credits' if lot is None else f'lot #{lot}'}"
-            for lot, delta in obj.lot_moves
-        )
+        return _lot_moves_text(obj.lot_moves, signed=True) if obj.lot_moves else "—"
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
@@ -876,10 +881,7 @@ class HoldAdmin(BigTableAdminMixin, LedgerModelAdmin):
     def reserved_from(self, obj: Any) -> str:
         if not obj.lot_moves:
             return "credits that never expire"
-        return ", ".join(
-            f"{-delta} {'never-expiring credits' if lot is None else f'lot #{lot}'}"
-            for lot, delta in obj.lot_moves
-        )
+        return _lot_moves_text(obj.lot_moves, signed=False)
 
     def has_release_permission(self, request: HttpRequest) -> bool:
         # The service decides per hold (the caller who placed it, or post_any_entry).
