@@ -228,11 +228,6 @@ def hold_status_filter(qs: QuerySet[HoldT], status: str) -> QuerySet[HoldT]:
     return qs.filter(status=status)
 
 
-def hold_get(*, ledger: AnyLedger, hold_id: int) -> AbstractHold | None:
-    """One hold of ``ledger`` by id, or None."""
-    return ledger.hold_model.objects.filter(pk=hold_id).first()
-
-
 @dataclass(frozen=True)
 class Discrepancy:
     """One broken invariant found by :func:`ledger_check`."""
