@@ -578,6 +578,29 @@ class LedgerMachine(RuleBasedStateMachine):
             "over": hold.amount + 1,
             "part": data.draw(st.integers(1, hold.amount)),
         }[how_much]
+        self._resolve(ledger, hold_id, capture=capture, amount=amount, actor=actor)
+
+    @precondition(
+        lambda self: (
+            any(h.status == "pending" for h in self.model.holds.values())
+            if hasattr(self, "model")
+            else False
+        )
+    )
+    @rule(data=st.data(), whole=st.booleans())
+    def valid_capture(self, data: st.DataObject, whole: bool) -> None:
+        """A well-formed capture of a pending hold by the system, so that every run has some."""
+        STEPS["operations"] += 1
+        pending = sorted(k for k, h in self.model.holds.items() if h.status == "pending")
+        ledger, hold_id = data.draw(st.sampled_from(pending))
+        hold = self.model.holds[(ledger, hold_id)]
+        amount = None if whole else data.draw(st.integers(1, hold.amount))
+        self._resolve(ledger, hold_id, capture=True, amount=amount, actor="system")
+
+    def _resolve(
+        self, ledger: str, hold_id: int, *, capture: bool, amount: Any, actor: str
+    ) -> None:
+        hold = self.model.holds[(ledger, hold_id)]
         owner = next(u for u in self.users if u.pk == hold.user)
         actor_obj, actor_id = self._actor(actor, owner)
         expected = self.model.resolve_hold(
