@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -101,6 +102,19 @@ def _run_as() -> str | None:
         except KeyError:
             continue
     raise RuntimeError("Running as root and no 'postgres' user to run PostgreSQL as")
+
+
+def _let_user_reach(path: Path, user: str | None) -> None:
+    """As root, PostgreSQL runs as another user, who must be able to reach ``path`` (the
+    binaries may sit in a checkout under a private folder, e.g. one made by ``mktemp -d``):
+    give every folder above it the traversal bit for others, as the embedded wheel does for its
+    own server."""
+    if user is None:
+        return
+    for folder in path.resolve().parents:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
 
 
 def _chown(path: Path, user: str | None) -> None:
@@ -210,6 +224,7 @@ class Postgres:
 def start_databases(root: Path, *, replica: bool = True) -> tuple[Postgres, Postgres | None]:
     """A fresh primary with the project's database, and a streaming replica of it."""
     bindir, user = postgres_bindir(), _run_as()
+    _let_user_reach(bindir, user)
     root.mkdir(parents=True, exist_ok=True)
     _chown(root, user)
     primary = Postgres(root / "primary", free_port(), bindir, user)
