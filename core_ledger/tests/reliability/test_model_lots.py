@@ -188,11 +188,26 @@ class LotsMachine(RuleBasedStateMachine):
         self.entries: dict[int, Entry] = {}
 
     def teardown(self) -> None:
-        self.traveller.stop()
-        set_database_offset(0)
+        """Every example ends with the clock past every lifetime and a sweep, which must write
+        down exactly the lots the model says are left."""
+        try:
+            if self.users:
+                self._shift_clock(max(m for m in LIFETIMES if m is not None))
+                self.expire()
+                self.the_ledger_matches_the_model()
+        finally:
+            self.traveller.stop()
+            set_database_offset(0)
 
-    @initialize()
-    def create_users(self) -> None:
+    @initialize(
+        amounts=st.lists(st.integers(1, 60), min_size=N_USERS, max_size=N_USERS),
+        lifetime=st.sampled_from(LIFETIMES[1:3]),
+        spend=st.integers(0, 30),
+    )
+    def create_users(self, amounts: list[int], lifetime: int, spend: int) -> None:
+        """Users with their signup credit, a lot that expires within hours and a first spend that
+        may draw from it, so every example has lots to draw and to expire (a run of only
+        never-expiring credits would exercise none of what this test is about)."""
         user_model = get_user_model()
         for _ in range(N_USERS):
             # The signal grants the signup credit (never expires), as for a real sign-up.
@@ -203,6 +218,10 @@ class LotsMachine(RuleBasedStateMachine):
                 assert entry.operation == "SIGNUP_CREDIT" and entry.expires_at is None
                 account.balance += entry.amount
                 self.entries[entry.pk] = Entry(user.pk, entry.operation, entry.amount)
+        for index, amount in enumerate(amounts):
+            self.credit(user=index, amount=amount, lifetime=lifetime)
+        if spend:
+            self.spend(user=0, amount=spend)
 
     # --- running an operation against both --------------------------------------------------
 
@@ -396,10 +415,13 @@ class LotsMachine(RuleBasedStateMachine):
 
     @rule(minutes=st.sampled_from(CLOCK_MOVES))
     def move_clock(self, minutes: int) -> None:
+        self._shift_clock(minutes)
+        STEPS["clock_moves"] += 1
+
+    def _shift_clock(self, minutes: int) -> None:
         self.offset += minutes
         self.shift.shift(timedelta(minutes=minutes))
         set_database_offset(self.offset)
-        STEPS["clock_moves"] += 1
 
     # --- invariants ---------------------------------------------------------------------------
 
