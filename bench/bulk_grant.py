@@ -239,7 +239,7 @@ def run(ctx: Context) -> list[Row]:
             "entries/s",
             rate,
             base_rate,
-            target=0.3,
+            target=0.8,
             extra_ok=rate >= 20_000,
             extra_target=">= 20,000/s",
         ),

@@ -235,10 +235,21 @@ class Run:
     errors: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    # CPU seconds the client processes and their database backends spent (``bench.interleave``
+    # slices only; server CPU is None where the backends' /proc is out of reach).
+    client_cpu: float = 0.0
+    server_cpu: float | None = 0.0
 
     @property
     def rate(self) -> float:
         return self.ops / self.seconds if self.seconds else 0.0
+
+    def cpu_per_op(self) -> tuple[float, float | None]:
+        """(client, server) CPU per operation in milliseconds."""
+        if not self.ops:
+            return 0.0, None
+        server = None if self.server_cpu is None else self.server_cpu / self.ops * 1000
+        return self.client_cpu / self.ops * 1000, server
 
     def pct(self, q: float) -> float:
         """Latency percentile ``q`` (0-100) in milliseconds."""
@@ -257,6 +268,41 @@ class Run:
             "p50_ms": round(self.pct(50), 3),
             "p99_ms": round(self.pct(99), 3),
         }
+
+
+# The backend pids of connections a worker opened outside Django (psycopg baselines register
+# theirs here, in the worker process), for the server CPU a slice used.
+BACKEND_PIDS: list[int] = []
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def backend_pids() -> list[int]:
+    """This process's database backends: Django's open connections and the registered ones."""
+    pids = list(BACKEND_PIDS)
+    if "django" in sys.modules:
+        from django.db import connections
+
+        for conn in connections.all(initialized_only=True):
+            raw = conn.connection
+            if raw is not None and hasattr(raw, "info"):
+                pids.append(int(raw.info.backend_pid))
+    return pids
+
+
+def server_cpu(pids: Sequence[int]) -> float | None:
+    """CPU seconds (user + system) the backends ``pids`` have used, from ``/proc/<pid>/stat``
+    (the server must run on this machine); None when one cannot be read."""
+    if not pids:
+        return None
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / _CLOCK_TICKS
 
 
 # A worker factory runs in the child: it sets up (connects, warms up) and returns the operation

@@ -19,11 +19,19 @@ import json
 import multiprocessing as mp
 import statistics
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from bench.common import Run, WorkerFactory, _close_django_connections, run_for
+from bench.common import (
+    Run,
+    WorkerFactory,
+    _close_django_connections,
+    backend_pids,
+    run_for,
+    server_cpu,
+)
 
 
 def serve_slices(op: Callable[[Any], None], index: int, recv: Any, send: Any) -> None:
@@ -34,12 +42,18 @@ def serve_slices(op: Callable[[Any], None], index: int, recv: Any, send: Any) ->
     rng = random.Random(index * 7919 + 1)
     for _ in range(3):  # warm-up: connection, caches, prepared statements
         op(rng)
+    pids = backend_pids()
     send(("ready",))
     while True:
         command = recv()
         if command[0] != "go":
             return
-        send(("done", *run_for(op, rng, float(command[1]))))
+        client, server = time.process_time(), server_cpu(pids)
+        result = run_for(op, rng, float(command[1]))
+        client = time.process_time() - client
+        after = server_cpu(pids)
+        used = None if server is None or after is None else after - server
+        send(("done", *result, client, used))
 
 
 class Side(Protocol):
@@ -49,11 +63,15 @@ class Side(Protocol):
 
 def _merge(results: Sequence[tuple[Any, ...]]) -> Run:
     run = Run()
-    for _, ops, errors, seconds, latencies in results:
+    for _, ops, errors, seconds, latencies, client, server in results:
         run.ops += ops
         run.errors += errors
         run.seconds = max(run.seconds, seconds)
         run.latencies.extend(latencies)
+        run.client_cpu += client
+        run.server_cpu = (
+            None if server is None or run.server_cpu is None else run.server_cpu + server
+        )
     return run
 
 
@@ -164,7 +182,12 @@ class Slices:
 
     @property
     def merged(self) -> Run:
-        return _merge([("done", r.ops, r.errors, r.seconds, r.latencies) for r in self.runs])
+        return _merge(
+            [
+                ("done", r.ops, r.errors, r.seconds, r.latencies, r.client_cpu, r.server_cpu)
+                for r in self.runs
+            ]
+        )
 
     def pct(self, q: float) -> float:
         return self.merged.pct(q)
@@ -181,10 +204,22 @@ class Slices:
             "p50_ms": round(self.pct(50), 3),
             "p99_ms": round(self.pct(99), 3),
             "errors": self.errors,
+            "client_cpu_ms": round(self.merged.cpu_per_op()[0], 4),
+            "server_cpu_ms": _rounded(self.merged.cpu_per_op()[1]),
         }
 
     def text(self) -> str:
         return f"{self.median:,.0f}/s ±{self.spread:.0%}"
+
+    def cpu_text(self) -> str:
+        client, server = self.merged.cpu_per_op()
+        return f"CPU/op client {client:.3f} ms, server " + (
+            "n/a" if server is None else f"{server:.3f} ms"
+        )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def interleave(

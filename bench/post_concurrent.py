@@ -35,7 +35,7 @@ def run(ctx: Context) -> list[Row]:
                 peer_accounts=accounts,
                 rounds=rounds if processes == 4 else max(2, rounds // 2),
                 seconds=seconds,
-                psycopg_target=0.5 if processes == 4 else None,
+                psycopg_target=1.0 if processes == 4 else None,
                 peer_target=1.5 if processes == 4 else None,
             )
             rows.extend(got)

@@ -25,7 +25,7 @@ def run(ctx: Context) -> list[Row]:
         peer_accounts=None if peer is None else peer.accounts,
         rounds=rounds,
         seconds=seconds,
-        psycopg_target=0.6,
+        psycopg_target=1.0,
         peer_target=1.2,
     )
     ctx.record(NAME, {"users": users, **figures})

@@ -55,14 +55,43 @@ def compare(
         print(
             f"  {label}: {name:<8} {slices.text():>16}  p50 {slices.pct(50):6.2f} ms  "
             f"p99 {slices.pct(99):6.2f} ms  ({len(slices.runs)} slices of {seconds:g} s, "
-            f"{slices.errors} errors)",
+            f"{slices.errors} errors)  {slices.cpu_text()}",
             flush=True,
         )
     project, baseline = got["project"], got["psycopg"]
     rows = [_row(label, project, baseline, psycopg_target, "psycopg")]
     if "peer" in got:
         rows.append(_row(label, project, got["peer"], peer_target, "peer"))
+    if processes == 1:
+        rows.extend(_cpu_rows(label, project, baseline))
     return rows, {name: slices.summary() for name, slices in got.items()}
+
+
+CPU_TARGET_MS = 0.4  # issue "One round trip per post": client and server CPU per post
+
+
+def _cpu_rows(label: str, project: Slices, baseline: Slices) -> list[Row]:
+    """Client and server CPU per post against the 0.4 ms target (lower is better), with the
+    psycopg baseline's own figures in the detail."""
+    ours, theirs = project.merged.cpu_per_op(), baseline.merged.cpu_per_op()
+    rows = []
+    for i, side in enumerate(("client", "server")):
+        mine, base = ours[i], theirs[i]
+        if mine is None:  # the server's /proc is out of reach (a remote DATABASE_URL)
+            print(f"  {label}: {side} CPU per post not measured (the server is not local)")
+            continue
+        rows.append(
+            Row(
+                f"{label}: {side} CPU per post",
+                "ms CPU/post",
+                mine,
+                CPU_TARGET_MS,
+                max_ratio=1.0,
+                detail=f"target {CPU_TARGET_MS} ms; psycopg baseline "
+                + ("n/a" if base is None else f"{base:.3f} ms"),
+            )
+        )
+    return rows
 
 
 def _row(label: str, project: Slices, other: Slices, target: float | None, kind: str) -> Row:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.common import BALANCE_TABLE, ENTRY_TABLE, WorkerFactory, connect
+from bench.common import BACKEND_PIDS, BALANCE_TABLE, ENTRY_TABLE, WorkerFactory, connect
 
 BASELINE_DEBIT = (
     f'UPDATE "{BALANCE_TABLE}" SET balance = balance + %s, updated_at = clock_timestamp() '
@@ -58,6 +58,7 @@ def psycopg_spend(url: str, user_ids: Sequence[int]) -> WorkerFactory:
 
     def factory(index: int) -> Callable[[Any], None]:
         conn = connect(url)
+        BACKEND_PIDS.append(conn.info.backend_pid)
         pick = _picker(user_ids)
 
         def op(rng: Any) -> None:
