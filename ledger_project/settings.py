@@ -260,6 +260,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The event feed's `type` (filter and field) by its own name, not a generic "TypeEnum".
+    "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "core_ledger.triggers.EVENT_TYPES"},
     # The core's hooks: fixed-amount operations forbid `amount`; links chain post → entry → reverse.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
