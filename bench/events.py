@@ -1,6 +1,7 @@
 """Scenario: change events. What the entry tables' event trigger costs a post and a bulk grant
-(the same work with the trigger disabled, in the same run), and how fast ``ledger_deliver``
-delivers to a local receiver that answers at once.
+(the same work with the trigger disabled, in the same run: posts in interleaved 1 s slices, the
+trigger switched before each slice; grants in turns over three rounds, medians), and how fast
+``ledger_deliver`` delivers to a local receiver that answers at once.
 
 Targets (issue "Change events"): posting with events >= 0.85x posting without; a bulk grant
 with events within 30% of one without (>= 0.77x); the worker >= 500 events/s.
@@ -9,6 +10,7 @@ with events within 30% of one without (>= 0.77x); the worker >= 500 events/s.
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,8 @@ from typing import Any
 
 from bench import workers
 from bench.bulk_grant import run_command
-from bench.common import ENTRY_TABLE, connect, create_users, reset, timed_pool
+from bench.common import ENTRY_TABLE, connect, create_users, reset
+from bench.interleave import ForkedSide, HookedSide, pair, spread_text
 from bench.report import Context, Row
 
 NAME = "events"
@@ -61,29 +64,56 @@ class _Quick(BaseHTTPRequestHandler):
         pass
 
 
+GRANT_ROUNDS = 3
+
+
+def _half_range(values: list[float]) -> float:
+    mid = statistics.median(values)
+    return (max(values) - min(values)) / 2 / mid if mid else 0.0
+
+
+def _set_trigger(url: str, name: str, enabled: bool) -> None:
+    with connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"ALTER TABLE {ENTRY_TABLE} {'ENABLE' if enabled else 'DISABLE'} TRIGGER {name}"
+        )
+
+
 def run(ctx: Context) -> list[Row]:
     users = 200 if ctx.smoke else 10_000
-    seconds = 1.0 if ctx.smoke else 5.0
+    rounds, seconds = (2, 0.5) if ctx.smoke else (10, 1.0)
     reset(ctx.url)
     ids = create_users(ctx.url, users)
-    print(f"  {users} users; one process, 2 x {seconds:g} s with and without the event trigger")
-    with_runs, without_runs = [], []
-    for _ in range(2):  # interleaved, so that a warm-up or a neighbour's load hits both
-        with_runs.append(timed_pool(workers.service_spend(ids), 1, seconds))
-        with events_off(ctx.url):
-            without_runs.append(timed_pool(workers.service_spend(ids), 1, seconds))
-    with_rate = sum(r.rate for r in with_runs) / len(with_runs)
-    without_rate = sum(r.rate for r in without_runs) / len(without_runs)
-    ctx.show("post with events", with_runs[-1])
-    ctx.show("post without events", without_runs[-1])
+    name = _trigger_name(ctx.url)
+    print(
+        f"  {users} users; one process; {rounds} rounds of {seconds:g} s slices per side, "
+        "the event trigger enabled before each slice of one side and disabled before the other's"
+    )
+    try:
+        with_events, without = pair(
+            "post with events vs without",
+            lambda: HookedSide(
+                ForkedSide(workers.service_spend(ids), 1),
+                lambda: _set_trigger(ctx.url, name, True),
+            ),
+            lambda: HookedSide(
+                ForkedSide(workers.service_spend(ids), 1),
+                lambda: _set_trigger(ctx.url, name, False),
+            ),
+            rounds=rounds,
+            seconds=seconds,
+        )
+    finally:
+        _set_trigger(ctx.url, name, True)
     rows = [
         Row(
             "events: post with events vs without",
             "entries/s",
-            with_rate,
-            without_rate,
+            with_events.median,
+            without.median,
             target=0.85,
-            detail=f"p50 {with_runs[-1].pct(50):.2f} ms vs {without_runs[-1].pct(50):.2f} ms",
+            spread=spread_text(with_events, without),
+            detail=f"p50 {with_events.pct(50):.2f} ms vs {without.pct(50):.2f} ms",
         )
     ]
 
@@ -91,19 +121,25 @@ def run(ctx: Context) -> list[Row]:
     reset(ctx.url)
     create_users(ctx.url, grant_users, prefix="grant")
     grant = ["ledger_grant", "--ledger", "alpha", "--operation", "CREDIT_ADD", "--amount", "1"]
-    plain_s = evented_s = 0.0
-    for n in range(2):  # interleaved; each grant has its own key, so each writes every row
+    plain: list[float] = []
+    evented: list[float] = []
+    for n in range(GRANT_ROUNDS):  # in turns; each grant has its own key, so each writes every row
         with events_off(ctx.url):
-            plain_s += run_command(
+            seconds_off = run_command(
                 ctx.url, [*grant, "--all-users", f"--idempotency-key=p{n}"]
             ).seconds
-        evented_s += run_command(
+        plain.append(grant_users / seconds_off)
+        seconds_on = run_command(
             ctx.url, [*grant, "--all-users", f"--idempotency-key=e{n}"]
         ).seconds
-    plain_rate, evented_rate = 2 * grant_users / plain_s, 2 * grant_users / evented_s
+        evented.append(grant_users / seconds_on)
+    plain_rate, evented_rate = statistics.median(plain), statistics.median(evented)
+    ratios = [e / p for e, p in zip(evented, plain, strict=True)]
     print(
         f"  bulk grant of {grant_users:,}: {evented_rate:,.0f}/s with events, "
-        f"{plain_rate:,.0f}/s without"
+        f"{plain_rate:,.0f}/s without (medians of {GRANT_ROUNDS} rounds; per-round ratios "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + ")"
     )
     rows.append(
         Row(
@@ -112,6 +148,8 @@ def run(ctx: Context) -> list[Row]:
             evented_rate,
             plain_rate,
             target=0.77,
+            spread=f"±{_half_range(evented):.0%} / ±{_half_range(plain):.0%} "
+            f"(ratio ±{_half_range(ratios):.0%})",
         )
     )
 
@@ -128,8 +166,8 @@ def run(ctx: Context) -> list[Row]:
     ctx.record(
         NAME,
         {
-            "post_with": [r.summary() for r in with_runs],
-            "post_without": [r.summary() for r in without_runs],
+            "post_with": with_events.summary(),
+            "post_without": without.summary(),
             "grant_users": grant_users,
             "grant_with_per_s": evented_rate,
             "grant_without_per_s": plain_rate,

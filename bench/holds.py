@@ -1,5 +1,6 @@
 """Scenario: holds. Place + capture (two transactions) against a plain spend (one), from one
-process and from four, on random users of a large set.
+process and from four, on random users of a large set; the two sides take turns in 1 s slices
+(``bench.interleave``), each figure the median of its slices.
 
 Targets (issue "Holds"): place + capture at >= 0.5x the plain spend measured in the same run, at
 1 and at 4 processes. "A spend by a user with no holds stays within 10% of today's spend" is
@@ -12,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import WorkerFactory, create_users, reset, timed_pool
+from bench.common import WorkerFactory, create_users, reset
+from bench.interleave import ForkedSide, pair, spread_text
 from bench.report import Context, Row
 
 NAME = "holds"
@@ -60,28 +62,32 @@ def place_and_capture(user_ids: list[int]) -> WorkerFactory:
 
 def run(ctx: Context) -> list[Row]:
     users = 200 if ctx.smoke else 10_000
-    seconds = 1.0 if ctx.smoke else 6.0
+    rounds, seconds = (2, 0.5) if ctx.smoke else (8, 1.0)
     reset(ctx.url)
     ids = create_users(ctx.url, users, prefix="holds")
-    print(f"  {users} users; {seconds:g} s per run")
+    print(f"  {users} users; {rounds} rounds of {seconds:g} s slices per side, interleaved")
     rows: list[Row] = []
     figures: dict[str, Any] = {"users": users}
     for processes in (1, 4):
-        plain = timed_pool(spend(ids), processes, seconds)
-        ctx.show(f"spend, {processes} process(es)", plain)
-        pair = timed_pool(place_and_capture(ids), processes, seconds)
-        ctx.show(f"place + capture, {processes} process(es)", pair)
+        pairs, plain = pair(
+            f"{processes} process(es), place + capture vs spend",
+            lambda n=processes: ForkedSide(place_and_capture(ids), n),
+            lambda n=processes: ForkedSide(spend(ids), n),
+            rounds=rounds,
+            seconds=seconds,
+        )
         rows.append(
             Row(
                 f"holds: place + capture vs spend, {processes} process(es)",
                 "pairs/s vs spends/s",
-                pair.rate,
-                plain.rate,
+                pairs.median,
+                plain.median,
                 target=0.5,
-                detail=f"p50 {pair.pct(50):.2f} ms vs {plain.pct(50):.2f} ms",
+                spread=spread_text(pairs, plain),
+                detail=f"p50 {pairs.pct(50):.2f} ms vs {plain.pct(50):.2f} ms",
             )
         )
         figures[f"spend_{processes}"] = plain.summary()
-        figures[f"place_capture_{processes}"] = pair.summary()
+        figures[f"place_capture_{processes}"] = pairs.summary()
     ctx.record(NAME, figures)
     return rows

@@ -251,3 +251,47 @@ def ratio_spread(project: Slices, baseline: Slices) -> float:
         return 0.0
     mid = statistics.median(ratios)
     return (max(ratios) - min(ratios)) / 2 / mid if mid else 0.0
+
+
+class HookedSide:
+    """A side that runs ``before()`` ahead of each of its slices (its workers idle meanwhile):
+    e.g. a trigger enabled for one side and disabled for the other."""
+
+    def __init__(self, side: Side, before: Callable[[], None]) -> None:
+        self.side = side
+        self.before = before
+
+    def go(self, seconds: float) -> Run:
+        self.before()
+        return self.side.go(seconds)
+
+    def stop(self) -> None:
+        self.side.stop()
+
+
+def pair(
+    label: str,
+    project: Callable[[], Side],
+    baseline: Callable[[], Side],
+    *,
+    rounds: int,
+    seconds: float,
+) -> tuple[Slices, Slices]:
+    """Two sides interleaved (``rounds`` slices of ``seconds`` each); prints both lines."""
+    got = interleave({"project": project, "baseline": baseline}, rounds=rounds, seconds=seconds)
+    for name, slices in got.items():
+        print(
+            f"  {label}: {name:<8} {slices.text():>14}  p50 {slices.pct(50):6.2f} ms  "
+            f"p99 {slices.pct(99):6.2f} ms  ({len(slices.runs)} slices, {slices.errors} errors)  "
+            f"{slices.cpu_text()}",
+            flush=True,
+        )
+    return got["project"], got["baseline"]
+
+
+def spread_text(project: Slices, baseline: Slices) -> str:
+    """The Spread column: each side's ± half-range over its slices, and the per-round ratio's."""
+    return (
+        f"±{project.spread:.0%} / ±{baseline.spread:.0%} "
+        f"(ratio ±{ratio_spread(project, baseline):.0%})"
+    )
