@@ -31,6 +31,7 @@ from bench.common import (
     connect,
     create_history,
     create_users,
+    half_range,
     reset,
 )
 from bench.report import Context, Row
@@ -119,12 +120,6 @@ def baseline_expiring_grant(url: str) -> tuple[float, int]:
         return time.perf_counter() - t0, rows
 
 
-def _spread(rates: list[float]) -> float:
-    """Half the range of ``rates`` as a fraction of their median (±)."""
-    mid = statistics.median(rates)
-    return (max(rates) - min(rates)) / 2 / mid if mid else 0.0
-
-
 def _granted(stdout: str) -> int:
     # "alpha SIGNUP_CREDIT: 100000 granted, 0 already had it, 0 failed."
     return int(stdout.split(":", 1)[1].split("granted")[0].strip())
@@ -184,7 +179,7 @@ def run(ctx: Context) -> list[Row]:
         granted = _granted(first.stdout)
         rates.append(granted / first.seconds)
     base_rate, rate = statistics.median(base_rates), statistics.median(rates)
-    spread = f"±{_spread(rates):.0%} / ±{_spread(base_rates):.0%}"
+    spread = f"±{half_range(rates):.0%} / ±{half_range(base_rates):.0%}"
     print(
         f"  baseline INSERT … SELECT: {base_rate:,.0f}/s (median of {rounds}: "
         + ", ".join(f"{r:,.0f}" for r in base_rates)

@@ -415,5 +415,11 @@ def median_latency(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
     )
 
 
+def half_range(values: Sequence[float]) -> float:
+    """Half the range of ``values`` as a fraction of their median (the ± of a spread)."""
+    mid = statistics.median(values)
+    return (max(values) - min(values)) / 2 / mid if mid else 0.0
+
+
 def ratio(project: float, baseline: float) -> float | None:
     return round(project / baseline, 3) if baseline else None

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import workers
 from bench.bulk_grant import run_command
-from bench.common import ENTRY_TABLE, connect, create_users, reset
+from bench.common import ENTRY_TABLE, connect, create_users, half_range, reset
 from bench.interleave import ForkedSide, HookedSide, pair, spread_text
 from bench.report import Context, Row
 
@@ -65,11 +65,6 @@ class _Quick(BaseHTTPRequestHandler):
 
 
 GRANT_ROUNDS = 3
-
-
-def _half_range(values: list[float]) -> float:
-    mid = statistics.median(values)
-    return (max(values) - min(values)) / 2 / mid if mid else 0.0
 
 
 def _set_trigger(url: str, name: str, enabled: bool) -> None:
@@ -148,8 +143,8 @@ def run(ctx: Context) -> list[Row]:
             evented_rate,
             plain_rate,
             target=0.77,
-            spread=f"±{_half_range(evented):.0%} / ±{_half_range(plain):.0%} "
-            f"(ratio ±{_half_range(ratios):.0%})",
+            spread=f"±{half_range(evented):.0%} / ±{half_range(plain):.0%} "
+            f"(ratio ±{half_range(ratios):.0%})",
         )
     )
 

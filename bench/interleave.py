@@ -29,6 +29,7 @@ from bench.common import (
     WorkerFactory,
     _close_django_connections,
     backend_pids,
+    half_range,
     run_for,
     server_cpu,
 )
@@ -177,8 +178,7 @@ class Slices:
     @property
     def spread(self) -> float:
         """Half the range of the slices' rates, as a fraction of their median (±)."""
-        rates = self.rates
-        return (max(rates) - min(rates)) / 2 / self.median if self.median else 0.0
+        return half_range(self.rates) if self.runs else 0.0
 
     @property
     def merged(self) -> Run:
@@ -279,14 +279,19 @@ def pair(
 ) -> tuple[Slices, Slices]:
     """Two sides interleaved (``rounds`` slices of ``seconds`` each); prints both lines."""
     got = interleave({"project": project, "baseline": baseline}, rounds=rounds, seconds=seconds)
+    show(label, got, seconds)
+    return got["project"], got["baseline"]
+
+
+def show(label: str, got: dict[str, Slices], seconds: float) -> None:
+    """One line per side: median rate and spread, latencies, slices, errors, CPU per op."""
     for name, slices in got.items():
         print(
-            f"  {label}: {name:<8} {slices.text():>14}  p50 {slices.pct(50):6.2f} ms  "
-            f"p99 {slices.pct(99):6.2f} ms  ({len(slices.runs)} slices, {slices.errors} errors)  "
-            f"{slices.cpu_text()}",
+            f"  {label}: {name:<8} {slices.text():>16}  p50 {slices.pct(50):6.2f} ms  "
+            f"p99 {slices.pct(99):6.2f} ms  ({len(slices.runs)} slices of {seconds:g} s, "
+            f"{slices.errors} errors)  {slices.cpu_text()}",
             flush=True,
         )
-    return got["project"], got["baseline"]
 
 
 def spread_text(project: Slices, baseline: Slices) -> str:

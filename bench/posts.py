@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench import workers
-from bench.interleave import ForkedSide, Side, Slices, interleave, ratio_spread
+from bench.interleave import ForkedSide, Side, Slices, interleave, ratio_spread, show
 from bench.peer import run as peer
 from bench.report import Context, Row
 
@@ -51,13 +51,7 @@ def compare(
     if peer_accounts is not None:
         sides["peer"] = lambda: peer.transfer_side(ctx.url, peer_accounts, processes)
     got = interleave(sides, rounds=rounds, seconds=seconds)  # type: ignore[arg-type]
-    for name, slices in got.items():
-        print(
-            f"  {label}: {name:<8} {slices.text():>16}  p50 {slices.pct(50):6.2f} ms  "
-            f"p99 {slices.pct(99):6.2f} ms  ({len(slices.runs)} slices of {seconds:g} s, "
-            f"{slices.errors} errors)  {slices.cpu_text()}",
-            flush=True,
-        )
+    show(label, got, seconds)
     project, baseline = got["project"], got["psycopg"]
     rows = [_row(label, project, baseline, psycopg_target, "psycopg")]
     if "peer" in got:
