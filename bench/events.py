@@ -42,13 +42,19 @@ def _trigger_name(url: str) -> str:
 def events_off(url: str) -> Iterator[None]:
     """The entry table's event trigger disabled (what posting cost before events existed)."""
     name = _trigger_name(url)
-    with connect(url, autocommit=True) as conn:
-        conn.execute(f"ALTER TABLE {ENTRY_TABLE} DISABLE TRIGGER {name}")
+    set_trigger(url, name, enabled=False)
     try:
         yield
     finally:
-        with connect(url, autocommit=True) as conn:
-            conn.execute(f"ALTER TABLE {ENTRY_TABLE} ENABLE TRIGGER {name}")
+        set_trigger(url, name, enabled=True)
+
+
+def set_trigger(url: str, name: str, *, enabled: bool) -> None:
+    """Enable or disable the entry table's event trigger ``name`` (bench database only)."""
+    with connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"ALTER TABLE {ENTRY_TABLE} {'ENABLE' if enabled else 'DISABLE'} TRIGGER {name}"
+        )
 
 
 class _Quick(BaseHTTPRequestHandler):
@@ -67,13 +73,6 @@ class _Quick(BaseHTTPRequestHandler):
 GRANT_ROUNDS = 3
 
 
-def _set_trigger(url: str, name: str, enabled: bool) -> None:
-    with connect(url, autocommit=True) as conn:
-        conn.execute(
-            f"ALTER TABLE {ENTRY_TABLE} {'ENABLE' if enabled else 'DISABLE'} TRIGGER {name}"
-        )
-
-
 def run(ctx: Context) -> list[Row]:
     users = 200 if ctx.smoke else 10_000
     rounds, seconds = (2, 0.5) if ctx.smoke else (10, 1.0)
@@ -89,17 +88,17 @@ def run(ctx: Context) -> list[Row]:
             "post with events vs without",
             lambda: HookedSide(
                 ForkedSide(workers.service_spend(ids), 1),
-                lambda: _set_trigger(ctx.url, name, True),
+                lambda: set_trigger(ctx.url, name, enabled=True),
             ),
             lambda: HookedSide(
                 ForkedSide(workers.service_spend(ids), 1),
-                lambda: _set_trigger(ctx.url, name, False),
+                lambda: set_trigger(ctx.url, name, enabled=False),
             ),
             rounds=rounds,
             seconds=seconds,
         )
     finally:
-        _set_trigger(ctx.url, name, True)
+        set_trigger(ctx.url, name, enabled=True)
     rows = [
         Row(
             "events: post with events vs without",
