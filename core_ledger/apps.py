@@ -6,7 +6,7 @@ from importlib import import_module
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.db.models.signals import post_save, pre_migrate
+from django.db.models.signals import post_migrate, post_save, pre_migrate
 
 
 class CoreLedgerConfig(AppConfig):
@@ -19,6 +19,9 @@ class CoreLedgerConfig(AppConfig):
 
         pre_migrate.connect(
             signals.create_trigram_extension, sender=self, dispatch_uid="core_ledger.pg_trgm"
+        )
+        post_migrate.connect(
+            signals.install_ledger_functions, dispatch_uid="core_ledger.ledger_functions"
         )
         post_save.connect(
             signals.grant_signup_credits,

@@ -9,7 +9,9 @@ expiry among them), so a post by a user without lots stays the plain two-stateme
 
 Every function here runs under the user's balance row lock, taken by :func:`lock_balance` in a
 statement of its own: the statements after it read the lots with a snapshot taken once the lock
-is held, never a stale one.
+is held, never a stale one. The common debit of a user holding lots does the same inside one
+statement, in the ledger's PL/pgSQL debit function (:func:`debit_function_sql`), whose queries
+each take a new snapshot.
 """
 
 from __future__ import annotations
@@ -220,6 +222,114 @@ def write_sql(ledger: AnyLedger) -> str:
         "SELECT id, user_id, amount, amount, expires_at FROM e WHERE expires_at IS NOT NULL) "
         "SELECT id, balance_after, created_at, day FROM e"
     )
+
+
+DRAWN = "ok"
+"""Status of the debit statement when it wrote the debit."""
+
+
+def debit_function_name(ledger: AnyLedger) -> str:
+    """The ledger's debit function (created by ``migrate``: ``core_ledger.signals.
+    install_ledger_functions``), named after its entry table, within PostgreSQL's 63 bytes."""
+    table: str = ledger.entry_model._meta.db_table
+    return (table + "_debit")[:63]
+
+
+DEBIT_FUNCTION_ARGS = "p_user bigint, p_need bigint"
+"""The debit function's arguments; a function of that name with others is an older version."""
+
+
+def debit_function_sql(ledger: AnyLedger) -> str:
+    """``CREATE OR REPLACE FUNCTION`` of the balance side of a debit the plain conditional
+    ``UPDATE`` did not move (lots to draw from, too few credits, or something expired).
+
+    It runs inside the post's one statement (:func:`core_ledger.services.sql.write`), which
+    then appends the entry from what it returns: the whole debit stays one round trip. Being
+    VOLATILE PL/pgSQL, each of its queries takes a new snapshot, so the lots it reads after
+    locking the balance row are the lots as they are under that lock, never older (a plain
+    data-modifying CTE reads them with the snapshot its statement started with, before the lock
+    it waited for). Its plans are cached per session.
+
+    Returns no row when the user has no balance row, else one row (status, balance, ts,
+    lot_moves): status ``ok`` when it moved the lots and the balance row (the entry's
+    ``balance_after``, ``created_at`` and ``lot_moves``); ``sweep`` when expired lots or holds
+    must be written down first (the caller's slow path); ``short`` (with the balance) when the
+    credits no hold reserves are too few. It writes nothing unless it returns ``ok``.
+    """
+    _, balance_table, lot_table = _tables(ledger)
+    return f"""
+CREATE OR REPLACE FUNCTION {debit_function_name(ledger)}({DEBIT_FUNCTION_ARGS})
+RETURNS TABLE (status text, balance bigint, ts timestamptz, lot_moves jsonb)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    b record;
+    lot record;
+    need bigint := p_need;
+    take bigint;
+    drawn bigint := 0;
+    lot_ids bigint[] := '{{}}';
+    takes bigint[] := '{{}}';
+    moves jsonb := '[]';
+    soonest timestamptz;
+BEGIN
+    -- Every writer of this user's lots takes this lock first: from here on, the queries below
+    -- see the lots as the last writer left them.
+    SELECT bl.balance, bl.held, bl.lot_credits, bl.next_expiry, bl.next_hold_expiry INTO b
+        FROM {balance_table} bl WHERE bl.user_id = p_user FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    ts := clock_timestamp();
+    IF (b.lot_credits > 0 AND b.next_expiry <= ts) OR b.next_hold_expiry <= ts THEN
+        status := 'sweep';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF b.balance - b.held < p_need THEN
+        status := 'short';
+        balance := b.balance;  -- for the refusal's details
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF b.lot_credits > 0 THEN
+        -- Soonest expiry first, ties by the oldest entry (lots.draw's order); soonest ends as
+        -- the expiry of the first lot that keeps credits.
+        FOR lot IN SELECT l.entry_id, l.remaining, l.expires_at FROM {lot_table} l
+                WHERE l.user_id = p_user AND l.remaining > 0 ORDER BY l.expires_at, l.entry_id
+        LOOP
+            IF need = 0 THEN
+                soonest := lot.expires_at;
+                EXIT;
+            END IF;
+            take := least(need, lot.remaining);
+            lot_ids := lot_ids || lot.entry_id;
+            takes := takes || take;
+            moves := moves || jsonb_build_array(jsonb_build_array(lot.entry_id, -take));
+            need := need - take;
+            drawn := drawn + take;
+            IF take < lot.remaining THEN
+                soonest := lot.expires_at;
+                EXIT;
+            END IF;
+        END LOOP;
+        UPDATE {lot_table} l SET remaining = l.remaining - m.take
+            FROM unnest(lot_ids, takes) AS m(entry_id, take) WHERE l.entry_id = m.entry_id;
+    END IF;
+    UPDATE {balance_table} bl SET balance = bl.balance - p_need,
+            lot_credits = bl.lot_credits - drawn, next_expiry = soonest, updated_at = ts
+        WHERE bl.user_id = p_user RETURNING bl.balance INTO balance;
+    IF drawn > 0 THEN
+        IF need > 0 THEN
+            -- What credits that never expire paid, last (as lots.draw lists it).
+            moves := moves || jsonb_build_array(jsonb_build_array(NULL, -need));
+        END IF;
+        lot_moves := moves;
+    END IF;
+    status := '{DRAWN}';
+    RETURN NEXT;
+END
+$fn$;
+"""
 
 
 @dataclass

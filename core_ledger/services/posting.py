@@ -109,9 +109,10 @@ def entry_post(
         if isinstance(exc, InsufficientCredits):
             from core_ledger.selectors import balance_get, user_exists
 
-            exc.details["balance"] = balance_get(ledger=ledger, user_id=user_id)
-            if exc.details["balance"] == 0 and not user_exists(ledger=ledger, user_id=user_id):
-                raise ValidationFailed("No such user.", user=["No such user."]) from None
+            if exc.details.get("balance") is None:  # else the statement read it (a user's row)
+                exc.details["balance"] = balance_get(ledger=ledger, user_id=user_id)
+                if exc.details["balance"] == 0 and not user_exists(ledger=ledger, user_id=user_id):
+                    raise ValidationFailed("No such user.", user=["No such user."]) from None
             raise
         raise sql.translate_db_error(exc, operation=op.value) from exc
     return PostResult(entry=entry)

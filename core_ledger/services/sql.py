@@ -1,22 +1,31 @@
 """The SQL of a post: lock and move the balance row, append the entry, in one transaction.
 
-Every write locks the user's balance row first (one conditional ``UPDATE … RETURNING`` or upsert),
-then inserts the entry with the new ``balance_after``: for the common post both are one statement
-(a data-modifying CTE), one round trip in autocommit. The row lock serialises writers per (ledger, user); the ``CHECK (balance >= 0)`` and the unique
-indexes are the database's own guard behind the Python checks. Database refusals are mapped to
-domain errors by :func:`translate_db_error`.
+Every write locks the user's balance row first (one conditional ``UPDATE … RETURNING`` or upsert,
+or the ledger's debit function), then inserts the entry with the new ``balance_after``: for a
+post both are one statement (a data-modifying CTE), one round trip in autocommit. The row lock
+serialises writers per (ledger, user); the ``CHECK (balance >= 0)`` and the unique indexes are
+the database's own guard behind the Python checks. Database refusals are mapped to domain errors
+by :func:`translate_db_error`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connections, models, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    ProgrammingError,
+    connections,
+    models,
+    transaction,
+)
 
 from core_ledger.conf import app_settings
 from core_ledger.exceptions import (
@@ -30,6 +39,8 @@ from core_ledger.exceptions import (
 from core_ledger.ledger import BalanceT, EntryT, Ledger
 from core_ledger.services import lots
 from core_ledger.services.lots import Move
+
+logger = logging.getLogger(__name__)
 
 
 def tables(ledger: Ledger[EntryT, BalanceT, Any]) -> tuple[str, str]:
@@ -118,11 +129,13 @@ def write(
 ) -> EntryT:
     """Move the balance and append the entry in one transaction.
 
-    The common post is one statement (one round trip in autocommit): a conditional ``UPDATE …
-    RETURNING`` (or upsert) of the balance row that only succeeds when no lot is involved, and
-    the entry ``INSERT`` fed by it, in one data-modifying CTE. An
-    expiring credit, a debit by a user holding lots, a user with expired lots, or a reversal
-    that gives credits back to lots takes the lot-aware path (:mod:`core_ledger.services.lots`).
+    A post from a caller is one statement (one round trip in autocommit): a conditional
+    ``UPDATE … RETURNING`` (or upsert) of the balance row that only succeeds when no lot is
+    involved, and the entry ``INSERT`` fed by it, in one data-modifying CTE. For a debit the
+    same statement calls the ledger's debit function when the ``UPDATE`` moved nothing (a user
+    holding lots, too few credits, something expired; :func:`lots.debit_function_sql`). An
+    expiring credit, a user with expired lots or holds, or a reversal that gives credits back
+    to lots takes the lot-aware path (:mod:`core_ledger.services.lots`).
     """
     entry_table, balance_table = tables(ledger)
     user_table, user_pk = _user_table()
@@ -167,29 +180,39 @@ def write(
                 "RETURNING b.balance) " + insert_entry
             )
             params = [user_id, amount, user_id, *entry_params]
+            row = _one_statement(alias, statement, params)
         else:
-            # Only for a user without lots (their credits never expire, nothing to draw) and
-            # without an expired hold to write down: what no pending hold reserves.
+            # A user without lots (their credits never expire, nothing to draw) and without an
+            # expired hold to write down: the conditional UPDATE moves the row, what no pending
+            # hold reserves. Anyone else: the ledger's debit function, in the same statement,
+            # locks the row and draws from the lots (or says why it cannot); the one INSERT
+            # appends the entry from whichever moved the balance.
             statement = (
                 f"WITH moved AS (UPDATE {balance_table} SET balance = balance + %s, "
                 "updated_at = clock_timestamp() "
                 "WHERE user_id = %s AND balance - held + %s >= 0 AND lot_credits = 0 "
                 "AND (next_hold_expiry IS NULL OR next_hold_expiry > clock_timestamp()) "
-                "RETURNING balance) " + insert_entry
+                "RETURNING balance), "
+                f"d AS (SELECT * FROM {lots.debit_function_name(ledger)}(%s, %s) "
+                "WHERE NOT EXISTS (SELECT 1 FROM moved)), "
+                "src AS (SELECT balance, clock_timestamp() AS ts, NULL::jsonb AS lot_moves "
+                f"FROM moved UNION ALL SELECT balance, ts, lot_moves FROM d "
+                f"WHERE status = '{lots.DRAWN}'), "
+                f"ins AS (INSERT INTO {entry_table} (user_id, operation, amount, "
+                "idempotency_key, request_fingerprint, description, metadata, reverses_id, "
+                "created_by_id, balance_after, created_at, day, lot_moves) "
+                "SELECT %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, "
+                "s.balance, s.ts, (s.ts AT TIME ZONE 'UTC')::date, s.lot_moves FROM src s "
+                "RETURNING id, balance_after, created_at, day, lot_moves) "
+                f"SELECT coalesce(d.status, '{lots.DRAWN}'), ins.id, ins.balance_after, "
+                "ins.created_at, ins.day, ins.lot_moves, d.balance FROM d FULL JOIN ins ON true"
             )
-            params = [amount, user_id, amount, *entry_params]
-        if connections[alias].in_atomic_block:
-            # One statement of the caller's transaction, behind a savepoint so that a refusal
-            # leaves the caller's transaction usable (a replay look-up follows a key clash).
-            with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
-                cursor.execute(statement, params)
-                row = cursor.fetchone()
-        else:
-            # Autocommit: the statement is its own transaction, one round trip in all, and the
-            # hot row's lock is held for that statement and its commit only.
-            with statement_cursor(alias) as cursor:
-                cursor.execute(statement, params)
-                row = cursor.fetchone()
+            drawn = _debit(
+                alias, statement, [amount, user_id, amount, user_id, -amount, *entry_params]
+            )
+            if drawn is not None:
+                # Django reads jsonb as text (its JSONField decodes it).
+                row, lot_moves = drawn[:4], None if drawn[4] is None else json.loads(drawn[4])
     if row is not None:
         entry_id, balance_after, created_at, day = row
     else:
@@ -229,6 +252,52 @@ def write(
         expires_at=expires_at,
         lot_moves=lot_moves,
     )
+
+
+def _one_statement(alias: str, statement: str, params: list[Any]) -> Any:
+    """Run one statement of a post and fetch its row (None when it returned none)."""
+    if connections[alias].in_atomic_block:
+        # One statement of the caller's transaction, behind a savepoint so that a refusal
+        # leaves the caller's transaction usable (a replay look-up follows a key clash).
+        with transaction.atomic(using=alias), statement_cursor(alias) as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchone()
+    # Autocommit: the statement is its own transaction, one round trip in all, and the hot
+    # row's lock is held for that statement and its commit only.
+    with statement_cursor(alias) as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchone()
+
+
+_warned_missing: set[str] = set()
+
+
+def _debit(alias: str, statement: str, params: list[Any]) -> tuple[Any, ...] | None:
+    """Run the debit statement: the entry's (id, balance_after, created_at, day, lot_moves), or
+    None when the slow path must decide (expired lots or holds to write down, no balance row).
+    Raises InsufficientCredits when the credits no hold reserves are too few."""
+    try:
+        row = _one_statement(alias, statement, params)
+    except ProgrammingError as exc:
+        if _sqlstate(exc) != "42883":  # undefined_function
+            raise
+        # ``migrate`` creates the ledger's debit function (core_ledger.signals); until it has
+        # run, every debit takes the slow path, which needs none.
+        if alias not in _warned_missing:
+            _warned_missing.add(alias)
+            logger.warning("Ledger debit function missing on %r: run manage.py migrate.", alias)
+        return None
+    if row is None:
+        return None  # no balance row: the slow path tells a missing user from a poor one
+    status = row[0]
+    if status == lots.DRAWN:
+        return tuple(row[1:6])
+    if status == "short":
+        need = -params[0]
+        raise InsufficientCredits(
+            f"The balance is too low for a debit of {need}.", requested=need, balance=row[6]
+        )
+    return None  # "sweep": expired lots or holds are written down first
 
 
 @functools.cache

@@ -267,6 +267,18 @@ from core_ledger.services import entry_post
 
 User = get_user_model()
 ledger = registry.get("gamma")
+
+
+def debit_function_installed():
+    # migrate created the new ledger's debit function (core_ledger's post_migrate receiver)
+    from django.db import connection
+    from core_ledger.services.lots import debit_function_name
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_proc WHERE proname = %s", [debit_function_name(ledger)])
+        return cursor.fetchone()[0] == 1
+
+
 user = User.objects.create_user(email="{email}", password="{password}")
 signup = balance_get(ledger=ledger, user_id=user.pk)
 entry = entry_post(
@@ -288,6 +300,7 @@ print(json.dumps({{
     "user_admin_has_mixin": isinstance(admin.site._registry[User], LedgerUserAdminMixin),
     "user_page": [user_page.status_code, "ledger-balances" in user_page.content.decode()],
     "search": [search.status_code, "{email}" in search.content.decode()],
+    "debit_function": debit_function_installed(),
 }}))
 """
 
@@ -405,6 +418,7 @@ def test_core_installs_into_a_new_project_with_an_email_user_model(
     assert facts["user_admin_has_mixin"] is True
     assert facts["user_page"] == [200, True]
     assert facts["search"] == [200, True]
+    assert facts["debit_function"] is True
     out = run(
         *manage,
         "ledger_post",

@@ -110,3 +110,91 @@ def test_spends_and_two_expiry_processes_never_spend_or_expire_a_credit_twice(
     assert balance_get(ledger=ledger, user_id=user.pk) == total - spent - expired >= 0
     assert ledger.lot_model.objects.get(pk=expiring.pk).remaining == 0
     assert ledger_check(ledger=ledger, user_ids=[user.pk]) == []
+
+
+def test_a_lot_debit_that_waited_for_the_lock_draws_from_the_lots_as_they_are_now(
+    ledger: AnyLedger,
+) -> None:
+    """The one-statement lot draw reads the lots with the snapshot it started with. A debit
+    that waits for the row lock while another transaction empties the soonest lot must not
+    draw from it again: it sees that the row changed under it and runs once more."""
+    user = make_user()
+    start = timezone.now()
+    soon = entry_post(
+        ledger=ledger,
+        user_id=user.pk,
+        operation=Op.CREDIT_ADD,
+        amount=5,
+        expires_at=start + timedelta(days=1),
+    ).entry
+    late = entry_post(
+        ledger=ledger,
+        user_id=user.pk,
+        operation=Op.CREDIT_ADD,
+        amount=5,
+        expires_at=start + timedelta(days=2),
+    ).entry
+    before = balance_get(ledger=ledger, user_id=user.pk)
+    first_posted = threading.Event()
+    release = threading.Event()
+    results: dict[str, Any] = {}
+
+    def holder() -> None:
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                results["first"] = entry_post(
+                    ledger=ledger, user_id=user.pk, operation=Op.CREDIT_SPEND, amount=5
+                ).entry
+                first_posted.set()
+                release.wait(30)
+        except Exception as exc:
+            results["first"] = exc
+        finally:
+            first_posted.set()
+            connection.close()
+
+    def waiter() -> None:
+        try:
+            results["second"] = entry_post(
+                ledger=ledger, user_id=user.pk, operation=Op.CREDIT_SPEND, amount=3
+            ).entry
+        except Exception as exc:
+            results["second"] = exc
+        finally:
+            connection.close()
+
+    one = threading.Thread(target=holder)
+    one.start()
+    assert first_posted.wait(30)
+    two = threading.Thread(target=waiter)
+    two.start()
+    # Commit the first only once the second's statement waits for the row lock.
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the second debit never waited for the lock")
+    release.set()
+    one.join(30)
+    two.join(30)
+
+    first, second = results["first"], results["second"]
+    assert not isinstance(first, Exception), first
+    assert not isinstance(second, Exception), second
+    assert first.lot_moves == [[soon.pk, -5]]
+    assert second.lot_moves == [[late.pk, -3]], "drawn from the lot as it is after the first"
+    assert second.balance_after == before - 8
+    assert dict(ledger.lot_model.objects.filter(user=user).values_list("pk", "remaining")) == {
+        soon.pk: 0,
+        late.pk: 2,
+    }
+    assert ledger_check(ledger=ledger, user_ids=[user.pk]) == []
