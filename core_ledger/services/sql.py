@@ -154,7 +154,10 @@ def write(
     ]
     lot_moves: Any = None
     row = None
-    if expires_at is None and forced_moves is None:
+    # Taking back credits that never expire (reversing such a credit) is a plain debit for a
+    # user without lots; with lots, the slow path takes them from the lots that expire last.
+    take_back = forced_moves is not None and forced_moves == [(None, amount)] and amount < 0
+    if expires_at is None and (forced_moves is None or take_back):
         # The common post, one statement: move the balance row (a conditional UPDATE, or an
         # upsert for a credit), then append the entry with the new balance_after. The entry's
         # time is read once the row lock is held, so an entry never predates one it waited for.
@@ -181,6 +184,11 @@ def write(
             )
             params = [user_id, amount, user_id, *entry_params]
             row = _one_statement(alias, statement, params)
+        elif take_back:
+            statement = (
+                f"WITH moved AS ({_plain_debit(balance_table)} RETURNING balance) " + insert_entry
+            )
+            row = _one_statement(alias, statement, [amount, user_id, amount, *entry_params])
         else:
             # A user without lots (their credits never expire, nothing to draw) and without an
             # expired hold to write down: the conditional UPDATE moves the row, what no pending
@@ -188,11 +196,7 @@ def write(
             # locks the row and draws from the lots (or says why it cannot); the one INSERT
             # appends the entry from whichever moved the balance.
             statement = (
-                f"WITH moved AS (UPDATE {balance_table} SET balance = balance + %s, "
-                "updated_at = clock_timestamp() "
-                "WHERE user_id = %s AND balance - held + %s >= 0 AND lot_credits = 0 "
-                "AND (next_hold_expiry IS NULL OR next_hold_expiry > clock_timestamp()) "
-                "RETURNING balance), "
+                f"WITH moved AS ({_plain_debit(balance_table)} RETURNING balance), "
                 f"d AS (SELECT * FROM {lots.debit_function_name(ledger)}(%s, %s) "
                 "WHERE NOT EXISTS (SELECT 1 FROM moved)), "
                 "src AS (SELECT balance, clock_timestamp() AS ts, NULL::jsonb AS lot_moves "
@@ -251,6 +255,16 @@ def write(
         day=day,
         expires_at=expires_at,
         lot_moves=lot_moves,
+    )
+
+
+def _plain_debit(balance_table: str) -> str:
+    """The conditional ``UPDATE`` of a debit by a user without lots and without an expired
+    hold: what no pending hold reserves. Parameters: amount (signed), user, amount."""
+    return (
+        f"UPDATE {balance_table} SET balance = balance + %s, updated_at = clock_timestamp() "
+        "WHERE user_id = %s AND balance - held + %s >= 0 AND lot_credits = 0 "
+        "AND (next_hold_expiry IS NULL OR next_hold_expiry > clock_timestamp())"
     )
 
 

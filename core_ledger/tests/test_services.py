@@ -521,6 +521,22 @@ def test_a_post_in_autocommit_is_one_statement_and_its_own_transaction(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_reversing_a_credit_of_a_user_without_lots_writes_in_one_statement(
+    ledger: AnyLedger, django_assert_num_queries: Any
+) -> None:
+    user = make_user()
+    set_balance(ledger=ledger, user=user, to=5)
+    credit = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_ADD, amount=4).entry
+    # Reading the entry, checking it is not reversed yet, then the write: one statement.
+    with django_assert_num_queries(3) as ctx:
+        reversal = entry_reverse(ledger=ledger, entry_id=credit.pk, reason="a mistake")
+    assert ctx.captured_queries[2]["sql"].startswith("WITH moved AS (UPDATE")
+    assert (reversal.amount, reversal.reverses_id, reversal.balance_after) == (-4, credit.pk, 5)
+    assert balance_get(ledger=ledger, user_id=user.pk) == 5
+    assert ledger_check(ledger=ledger, user_ids=[user.pk]) == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_debit_drawing_from_lots_is_one_statement_too(
     ledger: AnyLedger, django_assert_num_queries: Any
 ) -> None:
