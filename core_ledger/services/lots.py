@@ -10,8 +10,8 @@ expiry among them), so a post by a user without lots stays the plain two-stateme
 Every function here runs under the user's balance row lock, taken by :func:`lock_balance` in a
 statement of its own: the statements after it read the lots with a snapshot taken once the lock
 is held, never a stale one. The common debit of a user holding lots does the same inside one
-statement, in the ledger's PL/pgSQL debit function (:func:`debit_function_sql`), whose queries
-each take a new snapshot.
+statement, the ledger's PL/pgSQL debit function (:func:`debit_function_sql`), whose queries each
+take a new snapshot.
 """
 
 from __future__ import annotations
@@ -235,31 +235,34 @@ def debit_function_name(ledger: AnyLedger) -> str:
     return (table + "_debit")[:63]
 
 
-DEBIT_FUNCTION_ARGS = "p_user bigint, p_need bigint"
+DEBIT_FUNCTION_ARGS = (
+    "p_user bigint, p_need bigint, p_operation text, p_key text, p_fingerprint text, "
+    "p_description text, p_metadata jsonb, p_reverses bigint, p_created_by bigint"
+)
 """The debit function's arguments; a function of that name with others is an older version."""
 
 
 def debit_function_sql(ledger: AnyLedger) -> str:
-    """``CREATE OR REPLACE FUNCTION`` of the balance side of a debit the plain conditional
-    ``UPDATE`` did not move (lots to draw from, too few credits, or something expired).
+    """``CREATE OR REPLACE FUNCTION`` of the debit the plain conditional ``UPDATE`` did not
+    move (lots to draw from, too few credits, or something expired): one statement, one round
+    trip, after the post's own (:func:`core_ledger.services.sql.write`).
 
-    It runs inside the post's one statement (:func:`core_ledger.services.sql.write`), which
-    then appends the entry from what it returns: the whole debit stays one round trip. Being
-    VOLATILE PL/pgSQL, each of its queries takes a new snapshot, so the lots it reads after
-    locking the balance row are the lots as they are under that lock, never older (a plain
-    data-modifying CTE reads them with the snapshot its statement started with, before the lock
-    it waited for). Its plans are cached per session.
+    Being VOLATILE PL/pgSQL, each of its queries takes a new snapshot, so the lots it reads
+    after locking the balance row are the lots as they are under that lock, never older (a
+    plain data-modifying CTE reads them with the snapshot its statement started with, before
+    the lock it waited for). Its plans are cached per session.
 
-    Returns no row when the user has no balance row, else one row (status, balance, ts,
-    lot_moves): status ``ok`` when it moved the lots and the balance row (the entry's
-    ``balance_after``, ``created_at`` and ``lot_moves``); ``sweep`` when expired lots or holds
-    must be written down first (the caller's slow path); ``short`` (with the balance) when the
-    credits no hold reserves are too few. It writes nothing unless it returns ``ok``.
+    Returns no row when the user has no balance row, else one row (status, id, balance_after,
+    created_at, day, lot_moves, balance): status ``ok`` when it drew, moved the balance row and
+    appended the entry (its columns); ``sweep`` when expired lots or holds must be written down
+    first (the caller's slow path); ``short`` (with the balance) when the credits no hold
+    reserves are too few. It writes nothing unless it returns ``ok``.
     """
-    _, balance_table, lot_table = _tables(ledger)
+    entry_table, balance_table, lot_table = _tables(ledger)
     return f"""
 CREATE OR REPLACE FUNCTION {debit_function_name(ledger)}({DEBIT_FUNCTION_ARGS})
-RETURNS TABLE (status text, balance bigint, ts timestamptz, lot_moves jsonb)
+RETURNS TABLE (status text, id bigint, balance_after bigint, created_at timestamptz, day date,
+               lot_moves jsonb, balance bigint)
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     b record;
@@ -271,6 +274,7 @@ DECLARE
     takes bigint[] := '{{}}';
     moves jsonb := '[]';
     soonest timestamptz;
+    ts timestamptz;
 BEGIN
     -- Every writer of this user's lots takes this lock first: from here on, the queries below
     -- see the lots as the last writer left them.
@@ -318,13 +322,18 @@ BEGIN
     UPDATE {balance_table} bl SET balance = bl.balance - p_need,
             lot_credits = bl.lot_credits - drawn, next_expiry = soonest, updated_at = ts
         WHERE bl.user_id = p_user RETURNING bl.balance INTO balance;
-    IF drawn > 0 THEN
-        IF need > 0 THEN
-            -- What credits that never expire paid, last (as lots.draw lists it).
-            moves := moves || jsonb_build_array(jsonb_build_array(NULL, -need));
-        END IF;
-        lot_moves := moves;
+    IF drawn > 0 AND need > 0 THEN
+        -- What credits that never expire paid, last (as lots.draw lists it).
+        moves := moves || jsonb_build_array(jsonb_build_array(NULL, -need));
     END IF;
+    INSERT INTO {entry_table} AS e (user_id, operation, amount, idempotency_key,
+            request_fingerprint, description, metadata, reverses_id, created_by_id,
+            balance_after, created_at, day, lot_moves)
+        VALUES (p_user, p_operation, -p_need, p_key, p_fingerprint, p_description, p_metadata,
+            p_reverses, p_created_by, balance, ts, (ts AT TIME ZONE 'UTC')::date,
+            CASE WHEN drawn > 0 THEN moves END)
+        RETURNING e.id, e.balance_after, e.created_at, e.day, e.lot_moves
+        INTO id, balance_after, created_at, day, lot_moves;
     status := '{DRAWN}';
     RETURN NEXT;
 END

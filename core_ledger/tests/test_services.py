@@ -24,6 +24,7 @@ from core_ledger.ledger import AnyLedger
 from core_ledger.operations import SharedOperation as Op
 from core_ledger.selectors import balance_at, balance_get, ledger_check
 from core_ledger.services import MAX_AMOUNT, entry_post, entry_reverse, grant_bulk
+from core_ledger.services.lots import DEBIT_FUNCTION_ARGS
 from core_ledger.services.lots import debit_function_name as lots_debit_function
 from core_ledger.testing import make_user, set_balance
 
@@ -513,8 +514,8 @@ def test_a_post_in_autocommit_is_one_statement_and_its_own_transaction(
         assert ctx.captured_queries[0]["sql"].startswith("WITH moved AS")
         assert connection.get_autocommit() and not connection.in_atomic_block
     assert balance_get(ledger=ledger, user_id=user.pk) == 6
-    # Refused in the statement, by the debit function, which reads the balance for the error.
-    with django_assert_num_queries(1), pytest.raises(InsufficientCredits) as refused:
+    # The UPDATE moves nothing; the debit function refuses, with the balance it read.
+    with django_assert_num_queries(2), pytest.raises(InsufficientCredits) as refused:
         entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_SPEND, amount=7)
     assert refused.value.details == {"requested": 7, "balance": 6}
     assert balance_get(ledger=ledger, user_id=user.pk) == 6
@@ -537,7 +538,7 @@ def test_reversing_a_credit_of_a_user_without_lots_writes_in_one_statement(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_debit_drawing_from_lots_is_one_statement_too(
+def test_a_debit_drawing_from_lots_is_the_debit_function_after_the_plain_update(
     ledger: AnyLedger, django_assert_num_queries: Any
 ) -> None:
     user = make_user()
@@ -553,9 +554,10 @@ def test_a_debit_drawing_from_lots_is_one_statement_too(
         ).entry
         for days in (2, 1)
     ]
-    with django_assert_num_queries(1) as ctx:
+    with django_assert_num_queries(2) as ctx:
         spent = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_SPEND, amount=3)
-    assert lots_debit_function(ledger) in ctx.captured_queries[0]["sql"]
+    first, second = (q["sql"] for q in ctx.captured_queries)
+    assert first.startswith("WITH moved AS (UPDATE") and lots_debit_function(ledger) in second
     assert spent.entry.lot_moves == [[lots[1].pk, -2], [lots[0].pk, -1]]
     assert spent.entry.balance_after == 1 == balance_get(ledger=ledger, user_id=user.pk)
     assert ledger_check(ledger=ledger, user_ids=[user.pk]) == []
@@ -574,7 +576,7 @@ def test_without_the_debit_function_a_debit_still_draws_from_lots(
         expires_at=timezone.now() + timedelta(days=1),
     ).entry
     with connection.cursor() as cursor:  # rolled back with the test's transaction
-        cursor.execute(f"DROP FUNCTION {lots_debit_function(ledger)}(bigint, bigint)")
+        cursor.execute(f"DROP FUNCTION {lots_debit_function(ledger)}({DEBIT_FUNCTION_ARGS})")
     spent = entry_post(ledger=ledger, user_id=user.pk, operation=Op.CREDIT_SPEND, amount=3)
     assert spent.entry.lot_moves == [[lot.pk, -3]]
     assert balance_get(ledger=ledger, user_id=user.pk) == 1
@@ -591,7 +593,7 @@ def test_migrate_installs_the_debit_function_and_drops_older_versions(ledger: An
 
     name = lots_debit_function(ledger)
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP FUNCTION {name}(bigint, bigint)")
+        cursor.execute(f"DROP FUNCTION {name}({DEBIT_FUNCTION_ARGS})")
         cursor.execute(f"CREATE FUNCTION {name}(p integer) RETURNS int LANGUAGE sql AS 'SELECT 1'")
     install_ledger_functions(sender=apps.get_app_config(ledger.app_label), using="default")
     with connection.cursor() as cursor:
@@ -599,7 +601,7 @@ def test_migrate_installs_the_debit_function_and_drops_older_versions(ledger: An
             "SELECT pg_get_function_identity_arguments(oid) FROM pg_proc WHERE proname = %s",
             [name],
         )
-        assert [row[0] for row in cursor.fetchall()] == ["p_user bigint, p_need bigint"]
+        assert [row[0] for row in cursor.fetchall()] == [DEBIT_FUNCTION_ARGS]
 
 
 # --- bulk grant ----------------------------------------------------------------------------------
