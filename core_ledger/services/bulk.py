@@ -132,23 +132,18 @@ def grant_bulk(
         "SELECT u, 0, clock_timestamp() FROM unnest(%s::bigint[]) AS u ORDER BY u "
         "ON CONFLICT (user_id) DO NOTHING"
     )
-    # Runs after sql_lock, in a statement of its own: its snapshot is taken with every row lock
-    # held, so it reads the balances and the entries as the last writer left them (every writer
-    # of a user's entries locks their balance row first), and the time it reads never predates
-    # an entry it waited for (balance_at reads by time, the chain runs by id).
     sql_grant = (
         f"WITH locked AS (SELECT user_id, balance FROM {balance_table} "
-        "WHERE user_id = ANY(%s::bigint[])), "
-        "t AS (SELECT clock_timestamp() AS ts), "
+        "WHERE user_id = ANY(%s::bigint[]) ORDER BY user_id FOR UPDATE), "
+        # The time is read after every row lock is held (count(*) drains `locked`), so an entry
+        # never predates one it waited for: balance_at reads by time, the chain runs by id.
+        "t AS (SELECT clock_timestamp() AS ts FROM (SELECT count(*) FROM locked) AS all_locked), "
         f"ins AS (INSERT INTO {entry_table} (user_id, operation, amount, balance_after, "
         "idempotency_key, request_fingerprint, description, metadata, created_at, day, "
         "expires_at) "
         f"SELECT l.user_id, %s, %s, l.balance + %s, %s, {fingerprint_sql}, %s, '{{}}'::jsonb, t.ts, "
-        "(t.ts AT TIME ZONE 'UTC')::date, %s::timestamptz FROM locked l, t "
-        # Not ON CONFLICT: its speculative insertion costs a probe and an extra WAL record
-        # per row. Under the locks this re-check is exact; a writer that skipped the lock
-        # would make a unique index refuse the batch, which is then retried user by user.
-        "WHERE {lacking} ORDER BY l.user_id RETURNING id, user_id, amount, expires_at), "
+        "(t.ts AT TIME ZONE 'UTC')::date, %s::timestamptz FROM locked l, t ORDER BY l.user_id "
+        "ON CONFLICT DO NOTHING RETURNING id, user_id, amount, expires_at), "
         # An expiring grant makes a lot per entry and counts it on the balance row.
         f"lots AS (INSERT INTO {lot_table} (entry_id, user_id, amount, remaining, expires_at) "
         "SELECT id, user_id, amount, amount, expires_at FROM ins WHERE expires_at IS NOT NULL) "
@@ -160,8 +155,7 @@ def grant_bulk(
         "FROM ins WHERE b.user_id = ins.user_id AND b.user_id = ANY(%s::bigint[])"
     )
     # Who in a batch still lacks the grant: a read on the unique index that would refuse it, so
-    # a rerun locks and writes nothing. Only a shortcut: the grant statement checks again, and
-    # the unique indexes stay the guard.
+    # a rerun locks and writes nothing. Only a shortcut: ON CONFLICT DO NOTHING stays the guard.
     already: list[str] = []
     already_params: list[Any] = []
     if key is not None:
@@ -191,7 +185,6 @@ def grant_bulk(
             f"AND ({' OR '.join(already)}))"
         )
 
-    sql_grant = sql_grant.replace("{lacking}", lacking("l.user_id"))
     sql_pending = (
         "SELECT u, b.user_id IS NOT NULL, coalesce(b.next_expiry <= clock_timestamp(), false), "
         f"EXISTS (SELECT 1 FROM {user_table} usr WHERE usr.{user_pk} = u) "
@@ -218,9 +211,8 @@ def grant_bulk(
     )
 
     def grant_batch(pending: list[tuple[int, bool, bool]]) -> None:
-        """One transaction: the balance rows of those lacking one, the batch's row locks, the
-        EXPIRY entries of those with expired lots, then the grant itself (each statement after
-        the locks with a snapshot taken under them)."""
+        """One transaction: the balance rows of those lacking one, the EXPIRY entries of those
+        with expired lots (locks first, then a fresh snapshot), then the grant itself."""
         batch = [user_id for user_id, _, _ in pending]
         without_balance = [user_id for user_id, has_balance, _ in pending if not has_balance]
         expired = [user_id for user_id, _, has_expired in pending if has_expired]
@@ -228,10 +220,11 @@ def grant_bulk(
             with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
                 if without_balance:
                     cursor.execute(sql_ensure, [sql.bigint_array(without_balance)])
-                ids = sql.bigint_array(batch)
-                cursor.execute(sql_lock, [ids])  # in user order: batches never deadlock
                 if expired:
-                    cursor.execute(lots.sweep_sql(ledger), [sql.bigint_array(expired)])
+                    swept = sql.bigint_array(expired)
+                    cursor.execute(sql_lock, [swept])
+                    cursor.execute(lots.sweep_sql(ledger), [swept])
+                ids = sql.bigint_array(batch)
                 cursor.execute(
                     sql_grant,
                     [
@@ -243,7 +236,6 @@ def grant_bulk(
                         *([prefix] if key is not None else []),
                         description,
                         lapse,
-                        *already_params,
                         signed,
                         ids,
                     ],

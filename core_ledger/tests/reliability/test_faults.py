@@ -212,7 +212,7 @@ def test_bulk_grant_stamps_its_entries_after_taking_the_locks(ledger: AnyLedger)
     """
     users = sorted((fast_user() for _ in range(3)), key=lambda u: u.pk)
     hot = users[-1]
-    bulk_pause = PauseBefore("ORDER BY user_id FOR UPDATE")  # the batch's locking statement
+    bulk_pause = PauseBefore("WITH locked AS")
     single_stall = StallEntryInsert(ledger, hot.pk, "single-time-order")
 
     def bulk_grant() -> Any:
