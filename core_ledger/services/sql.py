@@ -156,7 +156,7 @@ def write(
     row = None
     # Taking back credits that never expire (reversing such a credit) is a plain debit for a
     # user without lots; with lots, the slow path takes them from the lots that expire last.
-    take_back = forced_moves is not None and forced_moves == [(None, amount)] and amount < 0
+    take_back = amount < 0 and forced_moves == [(None, amount)]
     if expires_at is None and (forced_moves is None or take_back):
         # The common post, one statement: move the balance row (a conditional UPDATE, or an
         # upsert for a credit), then append the entry with the new balance_after. The entry's
