@@ -206,7 +206,7 @@ def create_tokens(url: str, user_ids: Sequence[int]) -> list[str]:
 
 def analyze(url: str) -> None:
     with connect(url, autocommit=True) as conn:
-        conn.execute(f"ANALYZE auth_user, {ENTRY_TABLE}, {BALANCE_TABLE}")
+        conn.execute(f"ANALYZE auth_user, {ENTRY_TABLE}, {BALANCE_TABLE}, {LOT_TABLE}")
 
 
 def ledger_problems(url: str) -> list[str]:
