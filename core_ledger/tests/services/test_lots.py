@@ -9,6 +9,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
@@ -330,6 +331,34 @@ def test_a_grant_to_all_active_users_finds_them_in_the_database(ledger: AnyLedge
         ledger=ledger, operation=Op.DAILY_REWARD, all_active_users=True, on_batch=counted.append
     )
     assert (again.granted, again.skipped) == (0, total) and sum(counted) == total
+
+
+def test_a_grant_to_all_active_users_reads_each_page_of_users_right(
+    ledger: AnyLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of 2 users: what the pre-check reads about a user on a later page (a balance row
+    or none, expired lots to write down first) is that user's, not the first page's."""
+    from core_ledger.selectors import active_users
+    from core_ledger.services import bulk
+
+    monkeypatch.setattr(bulk, "PRECHECK_SIZE", 2)
+    users = [make_user() for _ in range(3)]
+    # bulk_create sends no post_save: a user with no balance row yet, on the second page.
+    (bare,) = get_user_model().objects.bulk_create([get_user_model()(username="bare-user")])
+    users += [bare, make_user()]
+    assert not ledger.balance_model.objects.filter(user=bare).exists()
+    old = lot_credit(ledger, users[4], 7, SHORT)
+    wait_past(old.expires_at)
+    done = grant_bulk(ledger=ledger, operation=Op.DAILY_REWARD, all_active_users=True, batch_size=1)
+    assert (done.granted, done.failed) == (active_users().count(), 0)
+    assert ledger.balance_model.objects.filter(user=users[3]).exists()
+    ops = list(
+        ledger.entry_model.objects.filter(user=users[4])
+        .order_by("-id")
+        .values_list("operation", flat=True)[:2]
+    )
+    assert ops == ["DAILY_REWARD", "EXPIRY"]
+    assert ledger_check(ledger=ledger) == []
 
 
 def test_ledger_check_catches_a_lot_that_disagrees_with_its_history(
