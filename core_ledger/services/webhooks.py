@@ -73,6 +73,12 @@ def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.I
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
+def _not_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Private, loopback, link-local, reserved or multicast: refused without
+    ``WEBHOOK_ALLOW_PRIVATE``."""
+    return not address.is_global or address.is_multicast
+
+
 def webhook_url_clean(url: str) -> str:
     """``url`` if it may receive webhooks: http(s), a host, and (with ``DEBUG`` off, unless
     ``WEBHOOK_ALLOW_PRIVATE``) no private, loopback, link-local or reserved address."""
@@ -95,7 +101,7 @@ def webhook_url_clean(url: str) -> str:
         raise refuse("The URL has no host.")
     if not app_settings.WEBHOOK_ALLOW_PRIVATE:
         for address in _addresses(host, port or (443 if parts.scheme == "https" else 80)):
-            if not address.is_global or address.is_multicast:
+            if _not_public(address):
                 raise refuse(
                     f"{host} is a private, loopback or reserved address ({address}); "
                     "set WEBHOOK_ALLOW_PRIVATE=1 to allow it."
@@ -207,8 +213,50 @@ class Attempt:
     duration_ms: int
 
 
-class _Sender:
-    """POSTs to one URL over one kept-alive connection (reopened when the server closes it)."""
+class PrivateAddressRefused(OSError):
+    """At delivery, the endpoint's host resolved to an address it may not be sent to."""
+
+
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to ``pinned`` (an address already checked) instead of resolving the host again,
+    so that a name cannot resolve to a public address when checked and to a private one when
+    connected to (DNS rebinding). ``Host``, and for HTTPS the SNI name and the certificate
+    check, still use the URL's host name."""
+
+    pinned: str | None = None
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.pinned or self.host, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection, PinnedHTTPConnection):
+    """HTTPS over :class:`PinnedHTTPConnection`'s socket (its ``connect`` wraps the one the
+    pinned connect opened, with the host name for SNI and certificate checks)."""
+
+
+def _pinned_address(host: str, port: int) -> str:
+    """The address to connect to: the host resolved now, every one of its addresses public
+    (an endpoint's name may resolve elsewhere since it was added)."""
+    addresses = [
+        ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    ]
+    for address in addresses:
+        if _not_public(address):
+            raise PrivateAddressRefused(
+                f"{host} now resolves to a private, loopback or reserved address ({address}); "
+                "not sent (WEBHOOK_ALLOW_PRIVATE=1 allows it)"
+            )
+    return str(addresses[0])
+
+
+class Sender:
+    """POSTs to one URL over one kept-alive connection (reopened when the server closes it).
+
+    Without ``WEBHOOK_ALLOW_PRIVATE`` each new connection resolves the host, refuses it when
+    any of its addresses is not public, and connects to the address it checked.
+    """
 
     def __init__(self, url: str, timeout: float) -> None:
         parts = urlsplit(url)
@@ -223,8 +271,11 @@ class _Sender:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.conn is None:
-            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            self.conn = cls(self.host, self.port, timeout=self.timeout)
+            cls = PinnedHTTPSConnection if self.https else PinnedHTTPConnection
+            conn = cls(self.host, self.port, timeout=self.timeout)
+            if not app_settings.WEBHOOK_ALLOW_PRIVATE:
+                conn.pinned = _pinned_address(self.host, conn.port)
+            self.conn = conn
             self.used = False
         return self.conn
 
@@ -236,9 +287,9 @@ class _Sender:
     def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
         started = time.monotonic()
         for retry in (False, True):
-            conn = self._connection()
             reused = self.used
             try:
+                conn = self._connection()
                 conn.request("POST", self.path, body=body, headers={"Host": self.netloc, **headers})
                 self.used = True
                 response = conn.getresponse()
@@ -369,7 +420,7 @@ def _deliver_locked(
     except ValidationFailed as exc:
         url_ok = ""
         refused = Attempt(False, None, exc.message, 0)
-    sender = _Sender(url_ok, app_settings.WEBHOOK_TIMEOUT) if url_ok else None
+    sender = Sender(url_ok, app_settings.WEBHOOK_TIMEOUT) if url_ok else None
     bodies = event_bodies(page.events)
     try:
         for event, body in zip(page.events, bodies, strict=True):
@@ -486,7 +537,7 @@ def webhook_resend(*, delivery_ids: Sequence[int]) -> list[WebhookDelivery]:
         except ValidationFailed as exc:
             result = Attempt(False, None, exc.message, 0)
         else:
-            sender = _Sender(url, app_settings.WEBHOOK_TIMEOUT)
+            sender = Sender(url, app_settings.WEBHOOK_TIMEOUT)
             [body] = event_bodies([event])
             try:
                 result = sender.post(body, _headers(endpoint, event, body))

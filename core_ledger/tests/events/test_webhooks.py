@@ -245,3 +245,61 @@ def test_the_worker_stops_cleanly_on_sigterm() -> None:
             worker.kill()
     assert worker.returncode == 0, err
     assert "events delivered" in out
+
+
+@override_settings(SHARED_LEDGER_WEBHOOK_BACKOFF=[60], SHARED_LEDGER_WEBHOOK_TIMEOUT=1)
+def test_a_host_that_resolves_to_a_private_address_at_delivery_is_not_sent_to() -> None:
+    """DNS rebinding: the URL passed its check when it was added (here allowed, as in a
+    DEBUG setup); by delivery, with private addresses refused, its name resolves to
+    127.0.0.1. The worker resolves it again, sends nothing, and records why."""
+    from core_ledger.services.webhooks import Sender
+
+    wait_until_final()
+    with running(Receiver(secrets={})) as receiver:
+        port = receiver.url.rsplit(":", 1)[1]
+        made = webhook_endpoint_create(url=f"http://localhost:{port}/hook")
+        post_some(1)
+        with override_settings(DEBUG=False, SHARED_LEDGER_WEBHOOK_ALLOW_PRIVATE=False):
+            run = endpoint_deliver(endpoint_id=made.endpoint.pk)
+        assert receiver.requests == []
+        assert run.delivered == 0
+        attempt = WebhookDelivery.objects.get(endpoint=made.endpoint)
+        assert not attempt.success and attempt.status_code is None
+        assert "private" in attempt.error and "127.0.0.1" in attempt.error
+        # The sender checks again what it connects to, and connects to the address it checked:
+        # no window between the check above and the connection for the name to change.
+        with override_settings(DEBUG=False, SHARED_LEDGER_WEBHOOK_ALLOW_PRIVATE=False):
+            sent = Sender(made.endpoint.url, 1).post(b'{"id": 1}', {})
+        assert not sent.ok and sent.status_code is None
+        assert sent.error.startswith("PrivateAddressRefused") and "127.0.0.1" in sent.error
+        # Allowed again (WEBHOOK_ALLOW_PRIVATE=1, the tests' setting) and resumed: it goes out.
+        receiver.secrets = {"/hook": made.secret}
+        call_command("ledger_webhook", "enable", str(made.endpoint.pk), stdout=StringIO())
+        expected = event_ids(after=made.endpoint.cursor_id)
+        drain(lambda: receiver.acknowledged("/hook") == expected, seconds=60)
+        assert all(r.valid for r in receiver.requests)
+
+
+def test_a_pinned_connection_goes_to_the_checked_address_with_the_url_host_name() -> None:
+    """The socket opens to the address that was checked, not to what the name resolves to
+    now; the request still names the URL's host."""
+    from core_ledger.services.webhooks import PinnedHTTPConnection
+
+    seen: list[str] = []
+    with running(Receiver(secrets={})) as receiver:
+        receiver.decide = lambda n, path: (204, 0.0)
+        port = int(receiver.url.rsplit(":", 1)[1])
+        original = receiver.handle
+
+        def handle(path: str, headers: Any, body: bytes) -> int:
+            seen.append(headers.get("Host", ""))
+            return original(path, headers, body)
+
+        receiver.handle = handle  # type: ignore[method-assign]
+        # A name that resolves nowhere: only the pinned address can reach the receiver.
+        conn = PinnedHTTPConnection("hooks.invalid", port, timeout=2)
+        conn.pinned = "127.0.0.1"
+        conn.request("POST", "/p", body=b'{"id": 1}', headers={"Host": "hooks.invalid"})
+        assert conn.getresponse().status == 204
+        conn.close()
+    assert seen == ["hooks.invalid"]
