@@ -63,14 +63,19 @@ class WebhookNotFound(LedgerError):
 # --- endpoints -----------------------------------------------------------------------------------
 
 
+def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address ``host`` resolves to now (OSError when it resolves to none)."""
+    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
 def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        return _resolve(host, port)
     except (OSError, UnicodeError):
         raise ValidationFailed(
             f"Cannot resolve {host!r}.", url=[f"Cannot resolve {host!r}."]
         ) from None
-    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
 def _not_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -238,10 +243,7 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection, PinnedHTTPConnection):
 def _pinned_address(host: str, port: int) -> str:
     """The address to connect to: the host resolved now, every one of its addresses public
     (an endpoint's name may resolve elsewhere since it was added)."""
-    addresses = [
-        ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    ]
+    addresses = _resolve(host, port)
     for address in addresses:
         if _not_public(address):
             raise PrivateAddressRefused(

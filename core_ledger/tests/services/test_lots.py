@@ -22,7 +22,7 @@ from core_ledger.exceptions import (
 )
 from core_ledger.ledger import AnyLedger, registry
 from core_ledger.operations import SharedOperation as Op
-from core_ledger.selectors import balance_get, balance_snapshot, ledger_check
+from core_ledger.selectors import balance_get, balance_snapshot, ledger_check, username_field
 from core_ledger.services import entry_post, entry_reverse, grant_bulk
 from core_ledger.services.lots import lots_expire
 from core_ledger.testing import make_user, set_balance
@@ -344,7 +344,8 @@ def test_a_grant_to_all_active_users_reads_each_page_of_users_right(
     monkeypatch.setattr(bulk, "PRECHECK_SIZE", 2)
     users = [make_user() for _ in range(3)]
     # bulk_create sends no post_save: a user with no balance row yet, on the second page.
-    (bare,) = get_user_model().objects.bulk_create([get_user_model()(username="bare-user")])
+    User = get_user_model()
+    (bare,) = User.objects.bulk_create([User(**{username_field(): "bare-user@example.com"})])
     users += [bare, make_user()]
     assert not ledger.balance_model.objects.filter(user=bare).exists()
     old = lot_credit(ledger, users[4], 7, SHORT)
