@@ -30,6 +30,8 @@ def test_fixed_amounts_come_from_settings_first(ledger: AnyLedger) -> None:
     assert declared and declared > 0
     with override_settings(SHARED_LEDGER_FIXED_AMOUNTS={ledger.label: {"DAILY_REWARD": 77}}):
         assert ledger.fixed_amount(SharedOperation.DAILY_REWARD) == 77
+    # The core caches its settings until Django says one changed: back to the declaration.
+    assert ledger.fixed_amount(SharedOperation.DAILY_REWARD) == declared
     assert ledger.fixed_amount(SharedOperation.CREDIT_ADD) is None
 
 

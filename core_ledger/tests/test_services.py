@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core_ledger.exceptions import (
@@ -60,6 +61,29 @@ def test_credit_and_debit_take_their_sign_from_the_operation(ledger: AnyLedger, 
     assert balance_get(ledger=ledger, user_id=user.pk) == start + 18
     stored = ledger.entry_model.objects.get(pk=debit.pk)
     assert (stored.amount, stored.balance_after, stored.created_by_id) == (-7, start + 18, user.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("in_caller_transaction", [False, True])
+def test_the_entry_a_post_returns_is_the_row_it_wrote(
+    ledger: AnyLedger, in_caller_transaction: bool
+) -> None:
+    # The one-statement post reads its row back in binary format (psycopg's C loaders) and
+    # builds the entry from it: every field must equal what a query reads, time zone included.
+    user = make_user()
+    posted = []
+    with transaction.atomic() if in_caller_transaction else nullcontext():
+        for operation, amount in ((Op.CREDIT_ADD, 40), (Op.CREDIT_SPEND, 15)):
+            posted.append(
+                entry_post(ledger=ledger, user_id=user.pk, operation=operation, amount=amount).entry
+            )
+    for entry in posted:
+        stored = ledger.entry_model.objects.get(pk=entry.pk)
+        for field in ledger.entry_model._meta.concrete_fields:
+            assert getattr(entry, field.attname) == getattr(stored, field.attname), field.name
+        assert entry.created_at.utcoffset() == timedelta(0)
+        assert entry.created_at.tzinfo == stored.created_at.tzinfo
+        assert entry._state.db == stored._state.db and not entry._state.adding
 
 
 @pytest.mark.parametrize("amount", [0, -5, MAX_AMOUNT + 1, 2**63, 1.5, "10", True, None])
