@@ -254,6 +254,22 @@ class EntryCreateSerializer(serializers.Serializer[Any]):
         "(GET /api/ledgers/ expires_after), or never.",
     )
 
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        """The declared fields, each a shallow copy (DRF deep-copies them on every request).
+
+        A post builds this serializer on every request, and the deep copy re-creates each field
+        from deep copies of its arguments (the operation's choices, the validators): about 50 µs
+        of the 60 µs it takes, measured in-process. A shallow copy is a new field to bind, and
+        shares only what validation reads and never changes (choices, validators, error
+        messages). A nested serializer, whose own fields are built lazily, is still deep-copied.
+        """
+        return {
+            name: copy.deepcopy(field)
+            if isinstance(field, serializers.BaseSerializer)
+            else copy.copy(field)
+            for name, field in self._declared_fields.items()
+        }
+
     def validate_operation(self, value: str) -> LedgerOperation:
         # The edge where the client's string becomes the ledger's operation member.
         return self.context["view"].ledger.operation(value)  # type: ignore[no-any-return]

@@ -504,3 +504,20 @@ def test_an_amount_with_thousands_of_digits_is_a_plain_validation_error(
     assert "too many digits" in message
     assert "sys." not in message and "set_int_max_str_digits" not in response.content.decode()
     assert _count(ledger) == count
+
+
+def test_each_post_binds_its_own_copies_of_the_input_fields(ledger: AnyLedger) -> None:
+    # The create serializer copies its declared fields shallowly (a post's speed): each
+    # instance must still bind fields of its own, and the class's declared fields stay unbound,
+    # or two concurrent requests would validate through each other's serializer.
+    from core_ledger.api.serializers import entry_create_serializer_for
+
+    cls = entry_create_serializer_for(ledger.label)
+    first, second = cls(data={}), cls(data={})
+    for name in ("operation", "amount", "user", "description", "metadata", "expires_at"):
+        mine, theirs = first.fields[name], second.fields[name]
+        assert mine is not theirs and mine is not cls._declared_fields[name]
+        assert (mine.parent, theirs.parent) == (first, second)
+        assert mine.field_name == theirs.field_name == name
+        assert cls._declared_fields[name].field_name is None
+    assert first.fields["operation"].choices == second.fields["operation"].choices
