@@ -1,12 +1,12 @@
 """Every ``SHARED_LEDGER_*`` setting of the core, its default and its type, read in one place.
 
 Read them as ``from core_ledger.conf import app_settings; app_settings.PREPARED_STATEMENTS``
-(django-allauth's ``app_settings`` shape): each property reads Django's settings when it is
-asked, and a wrong type is reported by the system checks in :mod:`core_ledger.checks`, not by a
-500 on the first post. The raw values are cached until Django's ``setting_changed`` signal says
-one changed (``override_settings``, pytest-django's ``settings``), as DRF's ``api_settings`` is:
-a post reads several of them, and an unset setting costs a failed attribute look-up on Django's
-settings each time (about 1.4 µs).
+(django-allauth's ``app_settings`` shape): each property reads Django's settings the first time
+it is asked, and a wrong type is reported by the system checks in :mod:`core_ledger.checks`, not
+by a 500 on the first post. The raw values are then kept until Django's ``setting_changed``
+signal says one changed (``override_settings``, pytest-django's ``settings``), as DRF's
+``api_settings`` does: a post reads several of them, and an unset setting costs a failed
+attribute look-up on Django's settings each time (about 1.4 µs).
 """
 
 from __future__ import annotations
