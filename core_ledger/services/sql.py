@@ -79,7 +79,7 @@ def _prepared_cursor_class() -> Any:
 
 
 _PreparedCursor = _prepared_cursor_class()
-BINARY = 1  # psycopg.pq.Format.BINARY (psycopg is optional here: see above)
+_BINARY = 1  # psycopg.pq.Format.BINARY (psycopg is optional here: see above)
 
 
 def statement_cursor(alias: str, *, binary: bool = False) -> Any:
@@ -119,7 +119,7 @@ def statement_cursor(alias: str, *, binary: bool = False) -> Any:
     with db.wrap_database_errors:
         cursor = _PreparedCursor(raw)
         if binary and settings.USE_TZ:
-            cursor.format = BINARY
+            cursor.format = _BINARY
         return db._prepare_cursor(cursor)  # type: ignore[attr-defined]
 
 
