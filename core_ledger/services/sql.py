@@ -365,6 +365,11 @@ def _sqlstate(exc: BaseException) -> str:
     return getattr(exc.__cause__, "sqlstate", None) or ""
 
 
+def is_unique_violation(exc: BaseException) -> bool:
+    """A unique index refused the write (``unique_violation``)."""
+    return isinstance(exc, IntegrityError) and _sqlstate(exc) == "23505"
+
+
 def translate_db_error(exc: DatabaseError, *, operation: str) -> LedgerError:
     """Map a database refusal to the domain error it means; re-raise what we do not know."""
     constraint = _constraint_name(exc)

@@ -256,6 +256,69 @@ def test_bulk_grant_stamps_its_entries_after_taking_the_locks(ledger: AnyLedger)
     assert time_order_violations(ledger, [u.pk for u in users]) == []
 
 
+def test_a_post_between_a_grants_pre_check_and_its_write_is_skipped_not_doubled(
+    ledger: AnyLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The grant's statement has no ON CONFLICT: a user granted by someone else after the
+    pre-check makes the unique index refuse the batch. The grant then reads the batch again and
+    writes the rest in one statement (no user-by-user fallback), and nobody is paid twice."""
+    users = sorted((fast_user() for _ in range(4)), key=lambda u: u.pk)
+    ids = [u.pk for u in users]
+    late = users[1]
+    pause = PauseBefore("WITH locked AS")
+
+    def daily_grant() -> Any:
+        with connection.execute_wrapper(pause):
+            return grant_bulk(ledger=ledger, operation=Op.DAILY_REWARD, user_ids=ids)
+
+    caplog.set_level(logging.WARNING, logger="core_ledger.services")
+    grant = Worker(daily_grant)
+    grant.start()
+    pause.wait_reached()  # pre-check done: all four lack today's reward
+    entry_post(ledger=ledger, user_id=late.pk, operation=Op.DAILY_REWARD)  # commits
+    pause.release()
+    summary = grant.outcome()
+    assert (summary.granted, summary.skipped, summary.failed) == (3, 1, 0), summary
+    for user_id in ids:
+        assert (
+            ledger.entry_model.objects.filter(user_id=user_id, operation=Op.DAILY_REWARD).count()
+            == 1
+        ), user_id
+    one_by_one = [r.getMessage() for r in caplog.records if "one by one" in r.getMessage()]
+    assert one_by_one == []
+    assert ledger_check(ledger=ledger, user_ids=ids) == []
+
+
+def test_two_grants_to_all_active_users_at_once_pay_each_user_once(
+    ledger: AnyLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two ``ledger_grant --all-users`` runs started together find the same users lacking the
+    grant; whichever writes a batch second is refused by the unique index, reads it again and
+    skips it."""
+    ids = [fast_user().pk for _ in range(30)]
+    start = threading.Barrier(2, timeout=20)
+
+    def grant() -> Any:
+        start.wait()
+        return grant_bulk(
+            ledger=ledger, operation=Op.DAILY_REWARD, all_active_users=True, batch_size=4
+        )
+
+    caplog.set_level(logging.WARNING, logger="core_ledger.services")
+    workers = [Worker(grant), Worker(grant)]
+    for w in workers:
+        w.start()
+    first, second = (w.outcome() for w in workers)
+    assert first.failed == second.failed == 0, (first, second)
+    assert first.granted + second.granted == len(ids), (first, second)
+    assert first.skipped + second.skipped == len(ids), (first, second)
+    rewards = ledger.entry_model.objects.filter(user_id__in=ids, operation=Op.DAILY_REWARD)
+    assert sorted(rewards.values_list("user_id", flat=True)) == sorted(ids)
+    one_by_one = [r.getMessage() for r in caplog.records if "one by one" in r.getMessage()]
+    assert one_by_one == []
+    assert ledger_check(ledger=ledger, user_ids=ids) == []
+
+
 def _deadlocks() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
