@@ -80,10 +80,11 @@ def grant_bulk(
 
     Idempotent: users who already have it (daily reward today, signup credit, or an entry with
     ``idempotency_key``) are skipped, so a rerun posts nothing new. Balance rows are locked in
-    user-id order, so concurrent batches and single posts cannot deadlock. A batch that fails
-    as a whole is retried user by user to isolate the culprit. ``expires_at`` (default: the
-    operation's lifetime) makes each grant a lot; users with expired lots get their EXPIRY
-    entries first, as before any write.
+    user-id order, so concurrent batches and single posts cannot deadlock. A batch that a
+    unique index refuses (someone granted one of its users since the pre-check) is read again
+    and written once more; a batch that fails otherwise is retried user by user to isolate the
+    culprit. ``expires_at`` (default: the operation's lifetime) makes each grant a lot; users
+    with expired lots get their EXPIRY entries first, as before any write.
 
     ``all_active_users`` (``user_ids`` then unused): every active user, found by the database
     itself a keyset page of those still lacking the grant at a time, so a rerun is one read that
