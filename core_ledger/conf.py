@@ -29,8 +29,9 @@ class AppSettings:
         self._cache: dict[str, Any] = {}
 
     def _setting(self, name: str, default: Any) -> Any:
-        value = self._cache.get(name, _UNSET)
-        if value is _UNSET:
+        try:
+            value = self._cache[name]  # _UNSET too: a setting left unset is cached as such
+        except KeyError:
             from django.conf import settings
 
             value = self._cache[name] = getattr(settings, self.prefix + name, _UNSET)

@@ -35,6 +35,28 @@ def test_fixed_amounts_come_from_settings_first(ledger: AnyLedger) -> None:
     assert ledger.fixed_amount(SharedOperation.CREDIT_ADD) is None
 
 
+def test_a_setting_left_unset_is_looked_up_once_until_a_setting_changes() -> None:
+    """"Unset" is cached too: a post reads several settings that are usually unset, and each
+    would otherwise cost a failed look-up on Django's settings on every post."""
+    from django.conf import settings
+
+    from core_ledger.conf import app_settings
+
+    name = "SHARED_LEDGER_DATABASE"  # read by every post (the write alias); unset here
+    assert not hasattr(settings, name)
+    app_settings.clear_cache()
+    assert app_settings.DATABASE is None
+    setattr(settings, name, "ledger")  # assigned directly: no setting_changed
+    try:
+        assert app_settings.DATABASE is None  # still the cached "unset"
+        app_settings.clear_cache()
+        assert app_settings.DATABASE == "ledger"
+    finally:
+        delattr(settings, name)
+        app_settings.clear_cache()
+    assert app_settings.DATABASE is None
+
+
 def test_outside_strings_become_members_once_at_the_edge(ledger: AnyLedger) -> None:
     member = ledger.operation("CREDIT_ADD")
     assert type(member) is ledger.operations
