@@ -36,7 +36,7 @@ def test_fixed_amounts_come_from_settings_first(ledger: AnyLedger) -> None:
 
 
 def test_a_setting_left_unset_is_looked_up_once_until_a_setting_changes() -> None:
-    """"Unset" is cached too: a post reads several settings that are usually unset, and each
+    """ "Unset" is cached too: a post reads several settings that are usually unset, and each
     would otherwise cost a failed look-up on Django's settings on every post."""
     from django.conf import settings
 
