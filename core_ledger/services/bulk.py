@@ -297,6 +297,7 @@ def grant_bulk(
             return
 
     def one_by_one(batch: list[int]) -> None:
+        """Post each user of a failed batch alone, so that only the culprit fails."""
         for user_id in batch:
             try:
                 result = entry_post(
