@@ -36,8 +36,8 @@ def test_fixed_amounts_come_from_settings_first(ledger: AnyLedger) -> None:
 
 
 def test_a_setting_left_unset_is_looked_up_once_until_a_setting_changes() -> None:
-    """ "Unset" is cached too: a post reads several settings that are usually unset, and each
-    would otherwise cost a failed look-up on Django's settings on every post."""
+    """A setting left unset is cached as such: a post reads settings that are usually unset,
+    and each would otherwise cost a failed look-up on Django's settings on every post."""
     from django.conf import settings
 
     from core_ledger.conf import app_settings
